@@ -1,0 +1,1 @@
+"""LightningDataModules. Add yours here; they know nothing of the model."""

@@ -1,0 +1,1 @@
+"""LightningModules: the science of a task (loss, metrics, logging). Add yours here."""

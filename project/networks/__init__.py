@@ -1,0 +1,1 @@
+"""Networks: plain nn.Modules whose first argument is ``num_classes``. Add yours here."""

@@ -1,0 +1,1 @@
+"""Optimization: the WarmupCosine scheduler (plain torch) and the wiring that hands it to Lightning."""

@@ -1,0 +1,61 @@
+"""How a LightningModule turns its configured optimizer and scheduler into what Lightning runs.
+
+Any LightningModule gets the same wiring with one line::
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.optimizer, self.scheduler)
+"""
+
+import inspect
+from typing import Any, Callable, Optional
+
+from torch import nn
+from torch.optim import Optimizer
+
+
+def configure_optimizers(
+    module: Any,  # a LightningModule attached to a Trainer
+    optimizer: Callable[..., Optimizer],
+    scheduler: Optional[Callable[..., Any]] = None,
+) -> Any:
+    """Build the optimizer over ``parameter_groups(module)`` and the scheduler stepping once per optimizer step.
+
+    A scheduler with a ``total_steps`` argument left unset (``WarmupCosine``, torch's
+    ``OneCycleLR``) gets ``trainer.estimated_stepping_batches``, which follows max_epochs,
+    max_steps, accumulate_grad_batches, limit_train_batches and the device count. A value set in
+    the config or on the command line wins.
+    """
+    opt = optimizer(parameter_groups(module))
+    if scheduler is None:
+        return opt
+    kwargs = {}
+    if _total_steps_unset(scheduler):
+        kwargs["total_steps"] = module.trainer.estimated_stepping_batches
+    # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
+    # classic silent bug (Lightning issues #15340, #20436). Periods of any scheduler are in steps.
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt, **kwargs), "interval": "step", "frequency": 1}}
+
+
+def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Two groups: weights that get weight decay, and biases and normalization weights that don't.
+
+    Both follow the same schedule. One-dimensional parameters are the biases and norm scales.
+    """
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def _total_steps_unset(factory: Callable[..., Any]) -> bool:
+    # jsonargparse hands over functools.partial(<instantiator>, cls, **every_init_arg), whose
+    # signature says nothing; a class, or a partial of a class, shows its defaults in its signature.
+    configured = getattr(factory, "keywords", {})
+    if "total_steps" in configured:
+        return configured["total_steps"] is None
+    try:
+        parameter = inspect.signature(factory).parameters.get("total_steps")
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return parameter is not None and parameter.default is None

@@ -1,0 +1,96 @@
+"""Linear warmup, then cosine decay to a floor: a plain torch LR scheduler, usable without Lightning."""
+
+import math
+import numbers
+from typing import Optional
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+
+class WarmupCosine(LRScheduler):
+    """Linear warmup from ``start_factor * b`` to ``b``, cosine decay to ``min_lr_ratio * b``, then hold.
+
+    ``s`` is the number of optimizer steps already taken (``last_epoch``); optimizer step ``s``
+    (0-based) uses, for each param group with base LR ``b``, ``W = warmup_steps``,
+    ``T = total_steps``, ``f0 = start_factor`` and floor ``m = min_lr_ratio * b``::
+
+        s < W        b * (f0 + (1 - f0) * s / W)
+        W <= s < T   m + (b - m) * 0.5 * (1 + cos(pi * (s - W) / (T - W)))
+        s >= T       m  (held: it never rises again)
+
+    With the defaults this equals HuggingFace's ``get_cosine_schedule_with_warmup`` for every
+    ``s <= T``. ``T`` counts the warmup. The floor is relative, so param groups keep their
+    proportions and a group with LR 0 stays at 0.
+
+    The LR is a closed form of the step count and the base LRs only; it never reads a group's
+    current LR, so restoring from ``state_dict`` gives the LRs of an uninterrupted run whatever the
+    order in which optimizer and scheduler are restored. Call ``step()`` once per optimizer step.
+
+    ``total_steps=None`` is only for the Lightning wiring (``project.optim.configure``), which then
+    fills in ``trainer.estimated_stepping_batches``; built directly, the scheduler needs it.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 0,
+        total_steps: Optional[int] = None,
+        start_factor: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
+        self.total_steps = _check_total_steps(total_steps, self.warmup_steps)
+        self.start_factor = _check_ratio("start_factor", start_factor)
+        self.min_lr_ratio = _check_ratio("min_lr_ratio", min_lr_ratio)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_factor(self, step: int) -> float:
+        """The multiple of a group's base LR used by optimizer step ``step``."""
+        if step < self.warmup_steps:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
+        if step >= self.total_steps:
+            return self.min_lr_ratio
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        factor = self.lr_factor(self.last_epoch)
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+    # torch calls this for `step(epoch)`; the schedule is a closed form anyway.
+    _get_closed_form_lr = get_lr
+
+
+def _check_steps(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"WarmupCosine: {name} must be a whole number of optimizer steps >= 0, got {value!r}")
+    return int(value)
+
+
+def _check_total_steps(value: object, warmup_steps: int) -> int:
+    if value is None:
+        raise ValueError(
+            "WarmupCosine: total_steps is required when the scheduler is built directly "
+            "(the Lightning wiring fills it in from trainer.estimated_stepping_batches)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"WarmupCosine: total_steps must be finite, got {value!r}; an unbounded run "
+            "(trainer.max_epochs=-1 and no max_steps) has no length: set trainer.max_epochs, "
+            "trainer.max_steps or the scheduler's total_steps"
+        )
+    total = _check_steps("total_steps", value)
+    if total < 1 or total < warmup_steps:
+        raise ValueError(
+            f"WarmupCosine: total_steps must be >= 1 and >= warmup_steps ({warmup_steps}), got {total}; "
+            "total_steps counts the warmup"
+        )
+    return total
+
+
+def _check_ratio(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"WarmupCosine: {name} must be a number in [0, 1], got {value!r}")
+    return float(value)
