@@ -42,6 +42,12 @@ class CLI(LightningCLI):
             },
             # Run directories are versioned; this only matters with `--trainer.logger false`.
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={
+                subcommand: {"epilog": "Each part has its own help, e.g. `main.py fit --config configs/cifar.yaml "
+                             "--model.scheduler.help WarmupCosine`; also --model.help ImageClassifier, "
+                             "--model.optimizer.help SGD, --data.help CIFAR10DataModule."}
+                for subcommand in ("fit", "validate", "test", "predict")
+            },
             args=args,
             run=run,
         )

@@ -58,13 +58,13 @@ class InMemoryImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last tiny batch gives noisy BatchNorm statistics and an outsized step.
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size)
+        return DataLoader(self.val_set, batch_size=self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, self.batch_size)
+        return DataLoader(self.test_set, batch_size=self.batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -28,12 +28,18 @@ def configure_optimizers(
     opt = optimizer(parameter_groups(module))
     if scheduler is None:
         return opt
-    kwargs = {}
-    if _total_steps_unset(scheduler):
-        kwargs["total_steps"] = module.trainer.estimated_stepping_batches
+    if not _total_steps_unset(scheduler):
+        lr_scheduler = scheduler(opt)
+    else:
+        total_steps = module.trainer.estimated_stepping_batches
+        try:
+            lr_scheduler = scheduler(opt, total_steps=total_steps)
+        except ValueError as err:
+            raise ValueError(f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
+                             "the run's length in optimizer steps)") from None
     # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
     # classic silent bug (Lightning issues #15340, #20436). Periods of any scheduler are in steps.
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt, **kwargs), "interval": "step", "frequency": 1}}
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step", "frequency": 1}}
 
 
 def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:

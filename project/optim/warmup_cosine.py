@@ -27,8 +27,15 @@ class WarmupCosine(LRScheduler):
     current LR, so restoring from ``state_dict`` gives the LRs of an uninterrupted run whatever the
     order in which optimizer and scheduler are restored. Call ``step()`` once per optimizer step.
 
-    ``total_steps=None`` is only for the Lightning wiring (``project.optim.configure``), which then
-    fills in ``trainer.estimated_stepping_batches``; built directly, the scheduler needs it.
+    Args:
+        optimizer: The optimizer whose param groups are scheduled.
+        warmup_steps: Optimizer steps of linear warmup (W); 0 starts at the peak.
+        total_steps: Optimizer steps of the whole schedule, warmup included (T). Left unset, the
+            Lightning wiring (``project.optim.configure``) fills in the trainer's
+            ``estimated_stepping_batches``; built directly, the scheduler needs it.
+        start_factor: LR of the first step as a fraction of the base LR (f0), in [0, 1].
+        min_lr_ratio: The floor as a fraction of each group's base LR, in [0, 1].
+        last_epoch: torch's resume index; leave at -1 and restore with ``load_state_dict``.
     """
 
     def __init__(
@@ -61,6 +68,13 @@ class WarmupCosine(LRScheduler):
 
     # torch calls this for `step(epoch)`; the schedule is a closed form anyway.
     _get_closed_form_lr = get_lr
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        # Building a scheduler writes step 0's LR into the optimizer; if the optimizer was restored
+        # before that, its LR is now wrong for the restored step. Write the restored step's LR.
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
 
 
 def _check_steps(name: str, value: object) -> int:

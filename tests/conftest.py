@@ -1,0 +1,36 @@
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC = str(REPO / "configs" / "synthetic.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def expected_lr(step: int, base: float, warmup: int, total: int, start_factor: float = 0.0, floor_ratio: float = 0.0):
+    """The documented schedule, written out independently of the implementation."""
+    floor = floor_ratio * base
+    if step < warmup:
+        return base * (start_factor + (1 - start_factor) * step / warmup)
+    if step >= total:
+        return floor
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` in a fresh process, with ``cwd`` as the working directory (logs/ goes there)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"main.py {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result

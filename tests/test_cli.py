@@ -1,0 +1,88 @@
+"""The real LightningCLI parser: overrides, short names, every config in configs/."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SYNTHETIC
+from project.cli import CLI
+from project.optim.warmup_cosine import WarmupCosine
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # logs/ of any run goes here
+    monkeypatch.setattr("sys.argv", ["main.py"])  # the CLI reads args=..., not pytest's arguments
+
+
+def parse(*args):
+    return CLI(args=["--config", SYNTHETIC, *args], run=False)
+
+
+def fit_briefly(cli):
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli.trainer.lr_scheduler_configs[0].scheduler
+
+
+def test_command_line_overrides_reach_the_instantiated_objects():
+    cli = parse(
+        "--model.optimizer.lr", "0.02",
+        "--model.optimizer.weight_decay", "0.1",
+        "--model.scheduler.warmup_steps", "3",
+        "--model.scheduler.total_steps", "11",
+        "--model.scheduler.start_factor", "0.25",
+        "--model.scheduler.min_lr_ratio", "0.1",
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "5",
+        "--trainer.limit_val_batches", "1",
+        "--data.batch_size", "32",
+        "--data.train_size", "1024",
+    )
+    assert cli.trainer.max_epochs == 1
+    assert cli.datamodule.batch_size == 32
+    scheduler = fit_briefly(cli)
+    optimizer = scheduler.optimizer
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    assert scheduler.base_lrs == [0.02, 0.02]
+    assert isinstance(scheduler, WarmupCosine)
+    assert (scheduler.warmup_steps, scheduler.total_steps) == (3, 11)
+    assert (scheduler.start_factor, scheduler.min_lr_ratio) == (0.25, 0.1)
+    assert scheduler.last_epoch == 5  # stepped once per optimizer step
+
+
+def test_total_steps_defaults_to_the_trainer_estimate_and_a_configured_value_wins():
+    limits = ["--model.scheduler.warmup_steps", "2", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"]
+    assert fit_briefly(parse(*limits)).total_steps == 6
+    assert fit_briefly(parse(*limits, "--model.scheduler.total_steps", "40")).total_steps == 40
+    accumulated = fit_briefly(parse(*limits, "--trainer.accumulate_grad_batches", "2"))
+    assert accumulated.total_steps == 4
+
+
+def test_optimizer_and_scheduler_are_selectable_by_short_name():
+    cli = parse(
+        "--model.optimizer", "SGD", "--model.optimizer.lr", "0.05", "--model.optimizer.momentum", "0.9",
+        "--model.scheduler", "CosineAnnealingLR", "--model.scheduler.T_max", "50",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    )
+    scheduler = fit_briefly(cli)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 50
+    assert isinstance(scheduler.optimizer, torch.optim.SGD) and scheduler.optimizer.defaults["momentum"] == 0.9
+    assert cli.trainer.lr_scheduler_configs[0].interval == "step"
+    back = parse("--model.scheduler", "CosineAnnealingLR", "--model.scheduler", "WarmupCosine",
+                 "--model.scheduler.warmup_steps", "4")
+    assert back.config.model.init_args.scheduler.class_path == "project.optim.warmup_cosine.WarmupCosine"
+
+
+def test_the_number_of_classes_comes_from_the_data():
+    cli = parse("--data.num_classes", "4")
+    assert cli.model.network.head.out_features == 4
+    assert cli.model.val_acc.num_classes == 4
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")), ids=lambda p: Path(p).name)
+def test_every_config_parses_and_instantiates(config):
+    cli = CLI(args=["--config", config], run=False)
+    assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
+    assert cli.model.scheduler is not None

@@ -1,0 +1,110 @@
+"""`python main.py ...` run for real, in fresh processes, the way a user runs it."""
+
+import csv
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_main
+from project.data.synthetic import SyntheticDataModule
+
+# configs/synthetic.yaml: 2048 - 512 validation images, batch 64 -> 24 steps per epoch, 3 epochs.
+TOTAL_STEPS, WARMUP, LR = 72, 10, 0.01
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def run_dir(workdir):
+    run_main("fit", "--config", SYNTHETIC, "--trainer.log_every_n_steps", "1", *QUIET, cwd=workdir)
+    return workdir / "logs" / "synthetic" / "version_0"
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def test_fit_writes_events_checkpoints_and_config_in_its_own_versioned_dir(run_dir):
+    assert (run_dir / "config.yaml").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
+
+
+def test_tensorboard_has_one_lr_point_per_optimizer_step_equal_to_the_closed_form(run_dir):
+    for group in ("pg1", "pg2"):  # weights with decay, biases and norm weights without
+        points = scalars(run_dir, f"lr-AdamW/{group}")
+        assert [step for step, _ in points] == list(range(TOTAL_STEPS))
+        for step, lr in points:
+            assert lr == pytest.approx(expected_lr(step, LR, WARMUP, TOTAL_STEPS), rel=1e-6, abs=1e-9)
+
+
+def test_the_synthetic_config_really_learns(run_dir):
+    accuracies = [value for _, value in scalars(run_dir, "val/acc")]
+    assert len(accuracies) == 3 and accuracies[-1] > 0.6  # chance is 0.1
+
+
+def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
+    checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
+    config = str(run_dir / "config.yaml")
+    result = run_main("test", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
+    assert "test/acc" in result.stdout
+    run_main("predict", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
+    [predictions] = (workdir / "logs" / "synthetic").glob("version_*/predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 512  # the synthetic test set
+    assert all(row["class_name"] == f"class_{row['label']}" for row in rows)
+    _, labels = SyntheticDataModule().load(train=False)  # the same seed gives the same images
+    predicted = torch.tensor([int(row["label"]) for row in rows])
+    assert (predicted == labels).float().mean() > 0.6  # chance is 0.1
+
+
+def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workdir):
+    run_main("fit", "--config", str(run_dir / "config.yaml"), *QUIET, cwd=workdir)
+    versions = sorted((workdir / "logs" / "synthetic").glob("version_*/checkpoints/last.ckpt"))
+    assert len(versions) == 2
+    original, rerun = (torch.load(path, weights_only=True)["state_dict"] for path in versions)
+    assert original.keys() == rerun.keys()
+    assert all(torch.equal(original[key], rerun[key]) for key in original)
+
+
+def test_help_and_print_config_show_the_scheduler(workdir):
+    assert "fit" in run_main("--help", cwd=workdir).stdout
+    assert "--model.scheduler.help" in run_main("fit", "--help", cwd=workdir).stdout
+    help_text = run_main("fit", "--config", SYNTHETIC, "--model.scheduler.help", "WarmupCosine", cwd=workdir).stdout
+    assert "--scheduler.warmup_steps" in help_text and "--scheduler.min_lr_ratio" in help_text
+    printed = run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--print_config", cwd=workdir).stdout
+    assert "WarmupCosine" in printed and "warmup_steps" in printed and "total_steps" in printed
+
+
+def test_cifar10_without_network_stops_with_one_clear_message(tmp_path):
+    data_dir = tmp_path / "empty"
+    offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    result = run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--data.data_dir", str(data_dir),
+                      cwd=tmp_path, env=offline, check=False)
+    assert result.returncode != 0
+    assert f"CIFAR-10 was not found in data_dir='{data_dir}'" in result.stderr
+    assert "cifar-10-batches-py" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number of optimizer steps >= 0, got -5"),
+        (["--model.scheduler.warmup_steps", "500"], "total_steps=72 is the trainer's estimated_stepping_batches"),
+        (["--trainer.max_epochs", "-1"], "total_steps must be finite, got inf"),
+    ],
+)
+def test_a_bad_schedule_is_one_clear_error(tmp_path, flags, message):
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, *flags, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
