@@ -8,8 +8,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 # Imported so that configs and flags can name these classes by their short names
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
+from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
+from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401

@@ -60,7 +60,7 @@ def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
     rows = list(csv.DictReader(predictions.open()))
     assert len(rows) == 512  # the synthetic test set
     assert all(row["class_name"] == f"class_{row['label']}" for row in rows)
-    _, labels = SyntheticDataModule().load(train=False)  # the same seed gives the same images
+    _, labels = SyntheticDataModule().load("test")  # the same seed gives the same images
     predicted = torch.tensor([int(row["label"]) for row in rows])
     assert (predicted == labels).float().mean() > 0.6  # chance is 0.1
 

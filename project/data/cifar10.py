@@ -1,5 +1,7 @@
 """CIFAR-10 through torchvision: downloaded into ``data_dir`` on first use, then held in memory."""
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR10
@@ -10,8 +12,7 @@ from project.data.in_memory import InMemoryImageDataModule
 class CIFAR10DataModule(InMemoryImageDataModule):
     """CIFAR-10: 50,000 training and 10,000 test images, 32x32, 10 classes.
 
-    ``val_size`` training images are held out for validation (checkpoint selection); the test set is
-    only used by ``test`` and ``predict``.
+    ``val_size`` training images are held out for validation (see ``InMemoryImageDataModule``).
     """
 
     class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -22,9 +23,10 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         download: bool = True,
         batch_size: int = 512,
         val_size: int = 5000,
-        augment: bool = True,
+        crop_padding: int = 4,
+        flip: bool = True,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_size=val_size, augment=augment)
+        super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.data_dir = data_dir
         self.download = download
 
@@ -36,9 +38,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         except OSError as err:  # no network, DNS failure, refused or dropped connection
             raise FileNotFoundError(self._missing(f"downloading it failed ({err})")) from None
 
-    def load(self, train: bool) -> tuple[Tensor, Tensor]:
+    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+        if split == "val":
+            return None
         try:
-            dataset = CIFAR10(self.data_dir, train=train, download=False)
+            dataset = CIFAR10(self.data_dir, train=split == "train", download=False)
         except RuntimeError:  # torchvision: "Dataset not found or corrupted"
             raise FileNotFoundError(self._missing("it is not there or is incomplete")) from None
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()

@@ -1,5 +1,7 @@
 """A learnable dataset made from a seed: no files, no network. Used by the tests and for smoke runs."""
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,20 +26,23 @@ class SyntheticDataModule(InMemoryImageDataModule):
         seed: int = 0,
         batch_size: int = 64,
         val_size: int = 512,
-        augment: bool = True,
+        crop_padding: int = 4,
+        flip: bool = True,
     ) -> None:
-        super().__init__(batch_size=batch_size, val_size=val_size, augment=augment)
+        super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.class_names = [f"class_{i}" for i in range(num_classes)]
         self.train_size, self.test_size, self.image_size = train_size, test_size, image_size
         self.noise, self.seed = noise, seed
 
-    def load(self, train: bool) -> tuple[Tensor, Tensor]:
+    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+        if split == "val":
+            return None
         generator = torch.Generator().manual_seed(self.seed)
         # 4x4 colour grids blown up to the image size: coarse enough to survive a 4-pixel crop shift.
         grids = torch.rand(self.num_classes, 3, 4, 4, generator=generator)
         patterns = F.interpolate(grids, size=self.image_size, mode="bilinear", align_corners=False)
-        generator.manual_seed(self.seed + (1 if train else 2))
-        size = self.train_size if train else self.test_size
+        generator.manual_seed(self.seed + (1 if split == "train" else 2))
+        size = self.train_size if split == "train" else self.test_size
         labels = torch.randint(0, self.num_classes, (size,), generator=generator)
         noise = self.noise * torch.randn(size, 3, self.image_size, self.image_size, generator=generator)
         images = (patterns[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)

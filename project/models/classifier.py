@@ -8,6 +8,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from project.models.tta import logits_with_tta
 from project.networks.convnet import ConvNet
 from project.optim.configure import configure_optimizers
 from project.optim.warmup_cosine import WarmupCosine
@@ -19,6 +20,15 @@ class ImageClassifier(LightningModule):
     ``network``, ``optimizer`` and ``scheduler`` are callables the CLI builds from the config
     (``class_path`` + ``init_args``): the network gets ``num_classes`` (linked from the data), the
     optimizer the parameter groups, the scheduler the optimizer.
+
+    Args:
+        network: Builds the network from the number of classes.
+        num_classes: Set from the datamodule by the CLI.
+        optimizer: Builds the optimizer from two parameter groups (see ``project.optim.configure``).
+        scheduler: Builds the LR scheduler, stepped once per optimizer step; null for a constant LR.
+        label_smoothing: Of the cross-entropy loss; airbench94 uses 0.2.
+        no_decay_lr_scale: LR multiplier for biases and norm weights; airbench94 gives BatchNorm biases 64.
+        tta_level: Test-time augmentation for test and predict: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
     """
 
     def __init__(
@@ -28,11 +38,16 @@ class ImageClassifier(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         label_smoothing: float = 0.0,
+        no_decay_lr_scale: float = 1.0,
+        tta_level: int = 0,
     ) -> None:
         super().__init__()
+        if tta_level not in (0, 1, 2):
+            raise ValueError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
         self.save_hyperparameters()
         self.network = network(num_classes)
         self.optimizer, self.scheduler = optimizer, scheduler
+        self.no_decay_lr_scale, self.tta_level = no_decay_lr_scale, tta_level
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.val_acc = MulticlassAccuracy(num_classes)
         self.test_acc = MulticlassAccuracy(num_classes)
@@ -53,16 +68,17 @@ class ImageClassifier(LightningModule):
         self._evaluate(batch, "test", self.test_acc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        probabilities = self(batch[0]).softmax(dim=-1)
+        probabilities = logits_with_tta(self.network, batch[0], self.tta_level).softmax(dim=-1)
         confidence, label = probabilities.max(dim=-1)
         return {"label": label, "confidence": confidence}
 
     def configure_optimizers(self):
-        return configure_optimizers(self, self.optimizer, self.scheduler)
+        return configure_optimizers(self, self.optimizer, self.scheduler, self.no_decay_lr_scale)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
         images, labels = batch
-        logits = self(images)
+        # Validation picks checkpoints and runs every epoch: no TTA there, to keep it cheap.
+        logits = logits_with_tta(self.network, images, self.tta_level if stage == "test" else 0)
         accuracy(logits, labels)
         self.log(f"{stage}/loss", self.loss(logits, labels))
         self.log(f"{stage}/acc", accuracy, prog_bar=True)

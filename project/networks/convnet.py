@@ -1,38 +1,85 @@
-"""A compact, fast CIFAR-sized CNN: a plain nn.Module, usable without Lightning."""
+"""airbench94's network: a compact, fast CIFAR-sized CNN as a plain nn.Module, usable without Lightning."""
 
+import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
 class ConvNet(nn.Module):
-    """VGG-style network after airbench94 (Keller Jordan): a stem, then stages that halve the resolution.
+    """The network of airbench94 (Keller Jordan, 2024; arXiv 2404.00498), 94% on CIFAR-10 in 10 epochs.
 
-    Each stage is conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU; a global max-pool and a
-    linear layer make the logits. Works for any image size of at least ``2 ** len(widths)`` pixels.
+    A frozen 2x2 patch-whitening convolution, then stages of conv -> max-pool -> BN -> GELU -> conv
+    -> BN -> GELU, a global max-pool and a linear head. The whitening filters are the eigenvectors
+    of the covariance of 2x2 patches, fitted to the first training batch the network sees (then
+    kept in the state dict, so a checkpoint never refits them).
+
+    Args:
+        num_classes: Outputs of the head.
+        widths: Channels of each stage; each stage halves the resolution.
+        in_channels: Channels of the input images.
+        batchnorm_momentum: torch's BatchNorm momentum; airbench94 uses 0.4 (0.6 in its own convention).
     """
 
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (64, 256, 256), in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        widths: tuple[int, ...] = (64, 256, 256),
+        in_channels: int = 3,
+        batchnorm_momentum: float = 0.4,
+    ) -> None:
         super().__init__()
-        stem_width = widths[0] // 2
-        layers = [_conv_bn_gelu(in_channels, stem_width)]
-        for width_in, width_out in zip((stem_width, *widths[:-1]), widths):
-            layers += [
-                nn.Conv2d(width_in, width_out, kernel_size=3, padding=1, bias=False),
-                nn.MaxPool2d(2),
-                *_bn_gelu(width_out),
-                _conv_bn_gelu(width_out, width_out),
-            ]
-        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        whitened = 2 * in_channels * 2 * 2  # each 2x2 patch eigenvector, and its negative
+        self.whiten = nn.Conv2d(in_channels, whitened, kernel_size=2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.register_buffer("whitening_fitted", torch.tensor(False))
+        stages = [_Stage(w_in, w_out, batchnorm_momentum) for w_in, w_out in zip((whitened, *widths[:-1]), widths)]
+        self.features = nn.Sequential(nn.GELU(), *stages, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         # airbench94 scales the logits by 1/9: large logits from a max-pooled head train unstably.
         self.logit_scale = 1 / 9
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images)) * self.logit_scale
+        if self.training and not self.whitening_fitted:
+            self.fit_whitening(images)
+        return self.head(self.features(self.whiten(images))) * self.logit_scale
+
+    @torch.no_grad()
+    def fit_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
+        """Set the whitening filters from the 2x2 patches of ``images`` (normalized, N x C x H x W)."""
+        channels = images.shape[1]
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, channels * 4)
+        covariance = patches.T @ patches / len(patches)
+        if dist.is_available() and dist.is_initialized():  # every rank must get the same filters
+            dist.all_reduce(covariance)
+            covariance /= dist.get_world_size()
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = eigenvectors.T.reshape(-1, channels, 2, 2) / torch.sqrt(eigenvalues + eps).view(-1, 1, 1, 1)
+        self.whiten.weight.copy_(torch.cat((filters, -filters)).to(self.whiten.weight.dtype))
+        self.whitening_fitted.fill_(True)
 
 
-def _bn_gelu(width: int) -> list[nn.Module]:
-    return [nn.BatchNorm2d(width), nn.GELU()]
+class _Stage(nn.Sequential):
+    def __init__(self, width_in: int, width_out: int, batchnorm_momentum: float) -> None:
+        super().__init__(
+            _conv(width_in, width_out),
+            nn.MaxPool2d(2),
+            _batchnorm(width_out, batchnorm_momentum),
+            nn.GELU(),
+            _conv(width_out, width_out),
+            _batchnorm(width_out, batchnorm_momentum),
+            nn.GELU(),
+        )
 
 
-def _conv_bn_gelu(width_in: int, width_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(width_in, width_out, kernel_size=3, padding=1, bias=False), *_bn_gelu(width_out))
+def _conv(width_in: int, width_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(width_in, width_out, kernel_size=3, padding=1, bias=False)
+    # airbench94: the first width_in filters start as the identity, so each stage starts near a pass-through.
+    nn.init.dirac_(conv.weight.data[:width_in])
+    return conv
+
+
+def _batchnorm(width: int, momentum: float) -> nn.BatchNorm2d:
+    # airbench94: no learned scale (the next conv can scale), only the shift; eps 1e-12.
+    norm = nn.BatchNorm2d(width, eps=1e-12, momentum=momentum)
+    norm.weight.requires_grad_(False)
+    return norm

@@ -17,8 +17,12 @@ def configure_optimizers(
     module: Any,  # a LightningModule attached to a Trainer
     optimizer: Callable[..., Optimizer],
     scheduler: Optional[Callable[..., Any]] = None,
+    no_decay_lr_scale: float = 1.0,
 ) -> Any:
     """Build the optimizer over ``parameter_groups(module)`` and the scheduler stepping once per optimizer step.
+
+    The group without weight decay (biases, norm weights) gets ``no_decay_lr_scale`` times the
+    configured LR; both groups follow the same schedule.
 
     A scheduler with a ``total_steps`` argument left unset (``WarmupCosine``, torch's
     ``OneCycleLR``) gets ``trainer.estimated_stepping_batches``, which follows max_epochs,
@@ -26,6 +30,9 @@ def configure_optimizers(
     the config or on the command line wins.
     """
     opt = optimizer(parameter_groups(module))
+    for group in opt.param_groups:
+        if group["params"][0].ndim < 2:  # the group without weight decay
+            group["lr"] *= no_decay_lr_scale
     if scheduler is None:
         return opt
     if not _total_steps_unset(scheduler):

@@ -1,0 +1,54 @@
+"""Batches sliced out of tensors that already sit on the training device."""
+
+import math
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+
+class TensorBatches:
+    """Iterates ``(images[i], labels[i])`` for index slices ``i`` of a fresh permutation each pass.
+
+    No workers, no collate, no per-sample Python: one ``randperm`` per epoch and one index per batch.
+    Under DDP every rank draws the same permutation (same ``seed``) and takes every
+    ``world_size``-th index from ``rank`` on, cut to the same length on every rank, so the shards
+    are disjoint and all ranks run the same number of batches.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self.shard_size = len(images) // world_size if world_size > 1 else len(images)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.shard_size // self.batch_size
+        return math.ceil(self.shard_size / self.batch_size)
+
+    def indices(self) -> Tensor:
+        """This rank's indices for the coming pass, in order."""
+        if self.shuffle:
+            order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(len(self.images))
+        return order[self.rank :: self.world_size][: self.shard_size]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        indices = self.indices().to(self.images.device)
+        self.epoch += 1
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            yield self.images[batch], self.labels[batch]

@@ -1,0 +1,125 @@
+"""Your own images: ``root/{train,test}[,val]/<class>/*``, decoded once, cached on disk, held in memory."""
+
+import hashlib
+import os
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from project.data.in_memory import InMemoryImageDataModule
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageFolderDataModule(InMemoryImageDataModule):
+    """Images in one folder per class, like torchvision's ImageFolder, on the in-memory data path.
+
+    ``root/train/<class>/*`` and ``root/test/<class>/*`` are required, ``root/val/<class>/*`` is
+    optional (without it, ``val_size`` training images are held out). Class names are the folder
+    names, sorted. Images are converted to RGB and resized to ``image_size`` x ``image_size`` where
+    they differ. Each split is decoded once (in parallel) and cached in ``cache_dir`` as one uint8
+    tensor; the cache is rebuilt when a file is added, removed or changed, or ``image_size`` changes.
+
+    Args:
+        root: The folder holding train/, test/ and optionally val/.
+        image_size: Side of the square images the network sees.
+        cache_dir: Where decoded splits are cached; the data folder itself may be read-only.
+        batch_size: Images per batch (per device under DDP).
+        val_size: Training images held out for validation when there is no val/ folder; 0 validates on test/.
+        crop_padding: Training images are shifted by up to this many pixels (reflected borders); 0 for none.
+        flip: Training images are mirrored at random.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 32,
+        cache_dir: str = "data/cache",
+        batch_size: int = 512,
+        val_size: int = 5000,
+        crop_padding: int = 4,
+        flip: bool = True,
+    ) -> None:
+        super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
+        self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)
+        self.class_names = _class_folders(self.root / "train")
+        if not self.class_names:
+            raise ValueError(f"image folder {self.root / 'train'} has no class folders: expected "
+                             f"{self.root}/train/<class>/<image files>")
+        test_classes = _class_folders(self.root / "test")
+        if test_classes != self.class_names:
+            raise ValueError(f"class folders differ between {self.root / 'train'} {self.class_names} and "
+                             f"{self.root / 'test'} {test_classes}: both need the same classes")
+
+    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+        folder = self.root / split
+        if split == "val" and not folder.is_dir():
+            return None
+        files, labels = self._list(folder)
+        cache = self._cache_file(split, files)
+        if cache.is_file():
+            cached = torch.load(cache, weights_only=True)
+            return cached["images"], cached["labels"]
+        with Pool(min(os.cpu_count() or 1, 8)) as pool:
+            arrays = pool.starmap(_decode, [(str(f), self.image_size) for f in files], chunksize=256)
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        labels = torch.tensor(labels)
+        self._write_cache(split, cache, {"images": images, "labels": labels})
+        return images, labels
+
+    def _list(self, folder: Path) -> tuple[list[Path], list[int]]:
+        classes = _class_folders(folder)
+        if classes != self.class_names:
+            raise ValueError(f"class folders of {folder} {classes} differ from those of train/ {self.class_names}")
+        files, labels = [], []
+        for label, name in enumerate(self.class_names):
+            found = sorted(p for p in (folder / name).iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise ValueError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files += found
+            labels += [label] * len(found)
+        return files, labels
+
+    def _cache_file(self, split: str, files: list[Path]) -> Path:
+        listing = hashlib.sha256(str(self.image_size).encode())
+        for file in files:
+            stat = file.stat()
+            listing.update(f"{file.relative_to(self.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return self.cache_dir / f"{self._cache_prefix(split)}{listing.hexdigest()[:16]}.pt"
+
+    def _cache_prefix(self, split: str) -> str:
+        where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+        return f"{self.root.resolve().name}-{where}-{split}-"
+
+    def _write_cache(self, split: str, cache: Path, content: dict[str, Tensor]) -> None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(content, partial)
+        os.replace(partial, cache)  # atomic: a reader never sees half a cache file
+        for stale in cache.parent.glob(self._cache_prefix(split) + "*.pt"):
+            if stale != cache:
+                stale.unlink()
+
+
+def _class_folders(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist: expected <root>/train/<class>/<images> "
+                                "and <root>/test/<class>/<images> (and optionally <root>/val/<class>/<images>)")
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _decode(path: str, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError) as err:  # PIL: unidentified, truncated or corrupt image
+        raise ValueError(f"cannot read image {path}: {err}") from None

@@ -1,0 +1,154 @@
+"""The in-memory data path: per-image augmentation, sharded batches, image folders and their cache."""
+
+import pytest
+import torch
+from PIL import Image
+
+import project.data.image_folder as image_folder
+from project.data.augment import random_crop, random_flip
+from project.data.batches import TensorBatches
+from project.data.image_folder import ImageFolderDataModule
+from project.data.synthetic import SyntheticDataModule
+
+
+def test_random_crop_shifts_each_image_by_its_own_offset():
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    crops = random_crop(image.expand(500, -1, -1, -1), padding=2)
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")[0]
+    windows = {(dy, dx): padded[:, dy : dy + 32, dx : dx + 32] for dy in range(5) for dx in range(5)}
+    offsets = [next(k for k, w in windows.items() if torch.equal(crop, w)) for crop in crops]  # every crop is a window
+    assert len(set(offsets)) == 25  # all 5 x 5 offsets occur within one batch
+
+
+def test_random_flip_mirrors_about_half_of_the_images_independently():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2000, 3, 8, 8), dtype=torch.uint8)
+    flipped = random_flip(images)
+    mirrored = torch.tensor([torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images)])
+    unchanged = torch.tensor([torch.equal(f, i) for f, i in zip(flipped, images)])
+    assert bool((mirrored ^ unchanged).all())
+    assert 0.45 < mirrored.float().mean() < 0.55
+
+
+def test_training_batches_are_augmented_and_normalized_labels_untouched():
+    data = SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=64)
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    training = type("T", (), {"training": True})()
+    evaluating = type("T", (), {"training": False})()
+    data.trainer = evaluating
+    plain, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(same_labels, labels)
+    assert torch.allclose(plain, (images.float() - data.mean) / data.std)
+    data.trainer = training
+    augmented, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(same_labels, labels) and not torch.allclose(augmented, plain)
+    data.trainer = None
+
+
+@pytest.mark.parametrize("world_size, drop_last", [(1, True), (2, True), (3, False), (4, True)])
+def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, drop_last):
+    n, batch_size = 103, 8
+    data = torch.arange(n)
+    loaders = [TensorBatches(data, data, batch_size, True, drop_last, seed=5, rank=r, world_size=world_size)
+               for r in range(world_size)]
+    epochs = []
+    for _ in range(2):
+        batches = [list(loader) for loader in loaders]
+        assert all(len(b) == len(loaders[0]) for b in batches)  # every rank runs the same number of batches
+        shards = [torch.cat([images for images, _ in b]) for b in batches]
+        seen = torch.cat(shards)
+        assert len(seen.unique()) == len(seen)  # disjoint
+        shard_size = n // world_size
+        expected = (shard_size // batch_size) * batch_size if drop_last else shard_size
+        assert all(len(shard) == expected for shard in shards)
+        epochs.append(seen)
+    assert not torch.equal(epochs[0], epochs[1])
+    full = TensorBatches(data, data, 10, shuffle=False, drop_last=False)
+    assert torch.equal(torch.cat([images for images, _ in full]), data)  # complete, in order, last batch kept
+
+
+def write_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(32, 32), splits=("train", "test")):
+    for split in splits:
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                color = (40 * c, 10 * i, 200)
+                Image.new("RGB", size, color).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_reads_classes_resizes_and_holds_out_validation(tmp_path):
+    root = write_folder(tmp_path / "images", size=(40, 24))
+    data = ImageFolderDataModule(str(root), image_size=16, cache_dir=str(tmp_path / "cache"), batch_size=4, val_size=3)
+    assert data.class_names == ["cat", "dog", "eel"] and data.num_classes == 3
+    data.setup("fit")
+    images, labels = data.splits["train"]
+    assert images.shape == (9, 3, 16, 16) and images.dtype == torch.uint8
+    assert len(data.splits["val"][0]) == 3 and len(data.splits["test"][0]) == 12
+    test_images, test_labels = data.splits["test"]
+    assert test_labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert test_images[4, :, 0, 0].tolist() == [40, 0, 200]  # dog 0: the colour it was written with
+
+
+def test_image_folder_uses_its_val_folder_when_there_is_one(tmp_path):
+    root = write_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
+    data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), batch_size=2, val_size=5000)
+    data.setup("fit")
+    assert len(data.splits["train"][0]) == 6 and len(data.splits["val"][0]) == 6
+
+
+def test_the_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
+    root = write_folder(tmp_path / "images")
+    cache = tmp_path / "cache"
+    make = lambda: ImageFolderDataModule(str(root), cache_dir=str(cache), val_size=1)  # noqa: E731
+    first = make().load("train")
+    [cache_file] = cache.glob("*-train-*.pt")
+
+    class NoDecoding:
+        def __init__(self, *args):
+            raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(image_folder, "Pool", NoDecoding)
+    again = make().load("train")
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+    monkeypatch.undo()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(root / "train" / "dog" / "new.png")
+    rebuilt = make().load("train")
+    assert len(rebuilt[0]) == len(first[0]) + 1
+    assert list(cache.glob("*-train-*.pt")) != [cache_file] and len(list(cache.glob("*-train-*.pt"))) == 1
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    root = write_folder(tmp_path / "images")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"not an image at all")
+    data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), val_size=1)
+    with pytest.raises(ValueError, match=r"cannot read image .*broken\.jpg"):
+        data.load("train")
+
+
+def test_folder_mistakes_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolderDataModule(str(tmp_path / "nowhere"))
+    root = write_folder(tmp_path / "mismatch")
+    (root / "test" / "eel").rename(root / "test" / "emu")
+    with pytest.raises(ValueError, match=r"class folders differ .*'eel'.*'emu'"):
+        ImageFolderDataModule(str(root))
+    root = write_folder(tmp_path / "empty")
+    for file in (root / "train" / "cat").iterdir():
+        file.unlink()
+    with pytest.raises(ValueError, match=r"class folder .*train/cat holds no images"):
+        ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache")).load("train")
+    (tmp_path / "noclasses" / "train").mkdir(parents=True)
+    (tmp_path / "noclasses" / "test").mkdir()
+    with pytest.raises(ValueError, match="has no class folders"):
+        ImageFolderDataModule(str(tmp_path / "noclasses"))
+
+
+def test_val_size_zero_validates_on_the_test_set():
+    data = SyntheticDataModule(train_size=128, test_size=32, val_size=0)
+    data.setup("fit")
+    assert len(data.splits["train"][0]) == 128
+    assert data.splits["val"][0] is data.splits["test"][0]
