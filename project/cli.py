@@ -3,6 +3,7 @@
 import os
 import sys
 
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -27,6 +28,7 @@ class CLI(LightningCLI):
       arguments of the model instead (``--model.optimizer``, ``--model.scheduler``).
     - Each run logs to its own ``logs/<name>/version_<n>/``: TensorBoard events, ``config.yaml``,
       ``checkpoints/last.ckpt`` and the best checkpoint by ``val/acc``.
+    - On a GPU, ``bf16-mixed`` precision unless ``--trainer.precision`` says otherwise.
     """
 
     def __init__(self, args=None, run: bool = True) -> None:
@@ -53,6 +55,14 @@ class CLI(LightningCLI):
             args=args,
             run=run,
         )
+
+    def before_instantiate_classes(self) -> None:
+        # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
+        # a CPU run stays in float32, where bfloat16 autocast is slower.
+        trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
+            trainer.precision = "bf16-mixed"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

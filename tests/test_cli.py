@@ -40,6 +40,7 @@ def test_command_line_overrides_reach_the_instantiated_objects():
         "--data.train_size", "1024",
     )
     assert cli.trainer.max_epochs == 1
+    assert cli.trainer.precision == "32-true"  # a CPU run stays in float32
     assert cli.datamodule.batch_size == 32
     scheduler = fit_briefly(cli)
     optimizer = scheduler.optimizer

@@ -35,16 +35,11 @@ def test_training_batches_are_augmented_and_normalized_labels_untouched():
     data = SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=64)
     data.setup("fit")
     images, labels = next(iter(data.train_dataloader()))
-    training = type("T", (), {"training": True})()
-    evaluating = type("T", (), {"training": False})()
-    data.trainer = evaluating
-    plain, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    plain, same_labels = data.prepare_batch((images, labels), augment=False)
     assert torch.equal(same_labels, labels)
     assert torch.allclose(plain, (images.float() - data.mean) / data.std)
-    data.trainer = training
-    augmented, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    augmented, same_labels = data.prepare_batch((images, labels), augment=True)
     assert torch.equal(same_labels, labels) and not torch.allclose(augmented, plain)
-    data.trainer = None
 
 
 @pytest.mark.parametrize("world_size, drop_last", [(1, True), (2, True), (3, False), (4, True)])

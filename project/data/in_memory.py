@@ -75,13 +75,20 @@ class InMemoryImageDataModule(LightningDataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Split, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        return self.prepare_batch(batch, augment=self.trainer is not None and self.trainer.training)
+
+    def prepare_batch(self, batch: Split, augment: bool) -> tuple[Tensor, Tensor]:
+        """A uint8 batch on its device -> augmented (if ``augment``) and normalized float images, labels."""
         images, labels = batch
-        if self.trainer is not None and self.trainer.training:
+        if augment:
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding)
             if self.flip:
                 images = random_flip(images)
-        return (images.float() - self.mean) / self.std, labels
+        images = (images.float() - self.mean) / self.std
+        if images.is_cuda:  # matches the network's channels-last weights (ImageClassifier.setup)
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
 
     def _hold_out(self, train: Split) -> tuple[Split, Split]:
         images, labels = train

@@ -55,6 +55,11 @@ class ImageClassifier(LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
 
+    def setup(self, stage: str) -> None:
+        # cuDNN's convolutions are fastest on channels-last tensors; moving to the GPU keeps the layout.
+        if self.trainer.strategy.root_device.type == "cuda":
+            self.network.to(memory_format=torch.channels_last)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         loss = self.loss(self(images), labels)
