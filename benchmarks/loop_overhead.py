@@ -110,6 +110,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
     run = dict(widths=WIDTHS[args.network], batch_size=args.batch_size, steps=args.steps + args.warmup)
+    hand_loop(**{**run, "steps": args.warmup + 2})  # untimed: whichever loop ran first was slower
     seconds = {name: median_step(loop(**run), args.warmup)
                for name, loop in [("hand", hand_loop), ("bare", bare_lightning), ("template", template)]}
     print(f"{args.network} network, batch {args.batch_size}, median of {args.steps} steps")

@@ -5,30 +5,36 @@ import torch
 from PIL import Image
 
 import project.data.image_folder as image_folder
-from project.data.augment import random_crop, random_flip
+from project.data.augment import random_shift_and_flip
 from project.data.batches import TensorBatches
 from project.data.image_folder import ImageFolderDataModule
 from project.data.synthetic import SyntheticDataModule
 
 
-def test_random_crop_shifts_each_image_by_its_own_offset():
+def test_each_image_gets_its_own_shift_and_about_half_are_mirrored():
     torch.manual_seed(0)
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    crops = random_crop(image.expand(500, -1, -1, -1), padding=2)
+    out = random_shift_and_flip(image.expand(2000, -1, -1, -1), padding=2, flip=True)
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")[0]
-    windows = {(dy, dx): padded[:, dy : dy + 32, dx : dx + 32] for dy in range(5) for dx in range(5)}
-    offsets = [next(k for k, w in windows.items() if torch.equal(crop, w)) for crop in crops]  # every crop is a window
-    assert len(set(offsets)) == 25  # all 5 x 5 offsets occur within one batch
+    windows = {(dy, dx, mirrored): window.flip(-1) if mirrored else window
+               for dy in range(5) for dx in range(5) for mirrored in (False, True)
+               for window in [padded[:, dy : dy + 32, dx : dx + 32]]}
+    found = [next(k for k, w in windows.items() if torch.equal(o, w)) for o in out]  # each is a window
+    assert len(set(found)) == 50  # every shift, mirrored and not, within one batch
+    assert 0.45 < sum(mirrored for *_, mirrored in found) / len(found) < 0.55
 
 
-def test_random_flip_mirrors_about_half_of_the_images_independently():
+def test_shift_only_and_flip_only():
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (2000, 3, 8, 8), dtype=torch.uint8)
-    flipped = random_flip(images)
+    images = torch.randint(0, 256, (500, 3, 8, 8), dtype=torch.uint8)
+    flipped = random_shift_and_flip(images, padding=0, flip=True)
     mirrored = torch.tensor([torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images)])
-    unchanged = torch.tensor([torch.equal(f, i) for f, i in zip(flipped, images)])
-    assert bool((mirrored ^ unchanged).all())
-    assert 0.45 < mirrored.float().mean() < 0.55
+    assert bool((mirrored | torch.tensor([torch.equal(f, i) for f, i in zip(flipped, images)])).all())
+    assert 0.4 < mirrored.float().mean() < 0.6
+    shifted = random_shift_and_flip(images, padding=1, flip=False)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+    assert all(any(torch.equal(s, p[:, dy : dy + 8, dx : dx + 8]) for dy in range(3) for dx in range(3))
+               for s, p in zip(shifted, padded))
 
 
 def test_training_batches_are_augmented_and_normalized_labels_untouched():
@@ -37,7 +43,7 @@ def test_training_batches_are_augmented_and_normalized_labels_untouched():
     images, labels = next(iter(data.train_dataloader()))
     plain, same_labels = data.prepare_batch((images, labels), augment=False)
     assert torch.equal(same_labels, labels)
-    assert torch.allclose(plain, (images.float() - data.mean) / data.std)
+    assert torch.allclose(plain, (images.float() - data.mean) / data.std, atol=1e-6)
     augmented, same_labels = data.prepare_batch((images, labels), augment=True)
     assert torch.equal(same_labels, labels) and not torch.allclose(augmented, plain)
 
