@@ -1,12 +1,16 @@
 """The real LightningCLI parser: overrides, short names, every config in configs/."""
 
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
+from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from conftest import REPO, SYNTHETIC
 from project.cli import CLI
+from project.optim.configure import configure_optimizers
 from project.optim.warmup_cosine import WarmupCosine
 
 
@@ -87,3 +91,35 @@ def test_every_config_parses_and_instantiates(config):
     cli = CLI(args=["--config", config], run=False)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
     assert cli.model.scheduler is not None
+
+
+class LinearProbe(LightningModule):
+    """A user's own LightningModule: it gets the template's optimizer and scheduler wiring in one line."""
+
+    def __init__(self, num_classes: int, optimizer: OptimizerCallable = torch.optim.SGD,
+                 scheduler: Optional[LRSchedulerCallable] = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.linear = torch.nn.Linear(3 * 32 * 32, num_classes)
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        return torch.nn.functional.cross_entropy(self.linear(images.flatten(1)), labels)
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.optimizer, self.scheduler)
+
+
+def test_a_users_own_lightning_module_gets_the_same_wiring():
+    cli = CLI(args=[
+        "--model", "test_cli.LinearProbe", "--model.optimizer", "SGD", "--model.optimizer.lr", "0.1",
+        "--model.scheduler", "WarmupCosine", "--model.scheduler.warmup_steps", "2",
+        "--data", "SyntheticDataModule", "--data.num_classes", "3", "--data.train_size", "512",
+        "--data.val_size", "0", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
+        "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null",
+    ], run=False)
+    assert cli.model.linear.out_features == 3
+    scheduler = fit_briefly(cli)
+    assert isinstance(scheduler, WarmupCosine) and scheduler.total_steps == 8 and scheduler.last_epoch == 8
+    assert cli.trainer.lr_scheduler_configs[0].interval == "step"
