@@ -31,7 +31,7 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        self.shard_size = len(images) // world_size if world_size > 1 else len(images)
+        self.shard_size = len(images) // world_size
 
     def __len__(self) -> int:
         if self.drop_last:

@@ -31,7 +31,7 @@ def configure_optimizers(
     """
     opt = optimizer(parameter_groups(module))
     for group in opt.param_groups:
-        if group["params"][0].ndim < 2:  # the group without weight decay
+        if _no_decay(group["params"][0]):
             group["lr"] *= no_decay_lr_scale
     if scheduler is None:
         return opt
@@ -52,11 +52,11 @@ def configure_optimizers(
 def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
     """Two groups: weights that get weight decay, and biases and normalization weights that don't.
 
-    Both follow the same schedule. One-dimensional parameters are the biases and norm scales.
+    Both follow the same schedule.
     """
     trainable = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
+    decay = [p for p in trainable if not _no_decay(p)]
+    no_decay = [p for p in trainable if _no_decay(p)]
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [group for group in groups if group["params"]]
 
@@ -72,3 +72,7 @@ def _total_steps_unset(factory: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # builtins without a signature
         return False
     return parameter is not None and parameter.default is None
+
+
+def _no_decay(parameter: nn.Parameter) -> bool:
+    return parameter.ndim < 2  # the one-dimensional parameters are the biases and norm scales
