@@ -1,14 +1,24 @@
 """The one place that knows data, model, optimizer, scheduler and trainer: LightningCLI and its defaults."""
 
 import os
+import pickle
+import signal
 import sys
+import warnings
+import zipfile
+from pathlib import Path
 
 import torch
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 # Imported so that configs and flags can name these classes by their short names
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
+from project.callbacks.finite_loss import StopOnNonFiniteLoss
+from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
@@ -17,6 +27,7 @@ from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
+from project.plugins.atomic_checkpoint_io import AtomicCheckpointIO
 
 
 class CLI(LightningCLI):
@@ -29,6 +40,9 @@ class CLI(LightningCLI):
     - Each run logs to its own ``logs/<name>/version_<n>/``: TensorBoard events, ``config.yaml``,
       ``checkpoints/last.ckpt`` and the best checkpoint by ``val/acc``.
     - On a GPU, ``bf16-mixed`` precision unless ``--trainer.precision`` says otherwise.
+    - Checkpoints are written atomically, loaded with ``weights_only=True`` unless told otherwise,
+      and ``--ckpt_path last`` means the newest ``last.ckpt`` of this logger name's runs.
+    - Ctrl-C or SIGTERM saves a resumable checkpoint; a non-finite loss stops the run.
     """
 
     def __init__(self, args=None, run: bool = True) -> None:
@@ -42,7 +56,8 @@ class CLI(LightningCLI):
                     "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "logs", "name": "default"},
                 },
-                "callbacks": [LearningRateMonitor(logging_interval="step"), PredictionWriter()],
+                "callbacks": [LearningRateMonitor(logging_interval="step"), PredictionWriter(), GracefulStop(),
+                              StopOnNonFiniteLoss()],
             },
             # Run directories are versioned; this only matters with `--trainer.logger false`.
             save_config_kwargs={"overwrite": True},
@@ -57,12 +72,54 @@ class CLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        # With --ckpt_path, LightningCLI has replaced the model's settings by the checkpoint's: say
+        # which of the values given for this run lost.
+        model = _leaves(self.config[self.subcommand].model) if self.subcommand else {}
+        ignored = [f"model.{key} {value!r} (kept: {model[key]!r})"
+                   for key, value in getattr(self, "_model_as_given", {}).items() if key in model and model[key] != value]
+        if ignored:
+            warnings.warn("the model is built with the checkpoint's settings; values given for this run that "
+                          "are not applied: " + ", ".join(ignored))
         # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
         # a CPU run stays in float32, where bfloat16 autocast is slower.
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
             trainer.precision = "bf16-mixed"
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # unless a plugin of the config says otherwise
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        # A mistake on the command line shows its error and where help is, not the 60-line usage first.
+        parser.print_usage = lambda file=None: None
+        return parser
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand"):
+            config = self.config[self.config.subcommand]
+            self._check_checkpoint_arguments(config)
+            self._model_as_given = _leaves(config.model)
+
+    def _check_checkpoint_arguments(self, config) -> None:
+        # Before LightningCLI reads the checkpoint's hyperparameters, so that these errors come first.
+        if config.weights_only is None:
+            config.weights_only = True  # a checkpoint is data: loading one must not run code (README, Trust)
+        if config.ckpt_path == "last":
+            config.ckpt_path = str(_newest_last_checkpoint(config.trainer))
+        elif config.ckpt_path is not None and config.ckpt_path not in ("best", "hpc"):
+            path = Path(config.ckpt_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"--ckpt_path {path}: no such file. A run's checkpoints are in "
+                                        "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt")
+            if not zipfile.is_zipfile(path):
+                raise ValueError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
+                                 "pass a .ckpt file from a run's checkpoints/ folder")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -78,11 +135,73 @@ class CLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
 
+def _newest_last_checkpoint(trainer_config) -> Path:
+    # Lightning resolves "last" in the new run's own, still empty, folder; users mean the run they stopped.
+    logger = trainer_config.logger
+    init_args = getattr(logger, "init_args", None) or {}
+    if not init_args.get("save_dir"):
+        raise ValueError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
+                         "pass the checkpoint's path instead")
+    root = Path(init_args["save_dir"]) / (init_args.get("name") or "")
+    candidates = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"--ckpt_path last: no run under {root}/ has checkpoints/last.ckpt; "
+                                "pass the checkpoint's path instead")
+    print(f"--ckpt_path last: resuming from {candidates[-1]}", file=sys.stderr)
+    return candidates[-1]
+
+
+def _leaves(namespace) -> dict:
+    """``{"init_args.optimizer.init_args.lr": 0.01, ...}`` for a nested config, "init_args." left out."""
+    def walk(value, prefix):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, prefix if key == "init_args" else f"{prefix}{key}.")
+        else:
+            yield prefix.rstrip("."), value
+    return dict(walk(namespace.as_dict() if hasattr(namespace, "as_dict") else namespace, ""))
+
+
 def main() -> None:
     """Run the CLI; a user mistake found after parsing ends with its message, not a traceback."""
     try:
         CLI()
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("TRACEBACK"):
+    except (ValueError, OSError, FloatingPointError) as err:
+        _exit_with(str(_first_cause(err)))
+    except SIGTERMException:  # GracefulStop saved a checkpoint and printed how to resume
+        sys.exit(128 + signal.SIGTERM)
+    except pickle.UnpicklingError:
+        _exit_with("the checkpoint holds more than weights (objects of other classes) and was not loaded: loading "
+                   "it could run code. If you trust its source, pass --weights_only false")
+    except RuntimeError as err:
+        if "Error(s) in loading state_dict" in str(err):
+            _exit_with("the checkpoint does not fit the configured model (another network, widths or number "
+                       f"of classes?): {str(err)[:400]}")
+        if not _lost_another_process(err):
             raise
-        sys.exit(f"error: {err}\n(set TRACEBACK=1 to see where it was raised)")
+        _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
+
+
+def _first_cause(err: BaseException) -> BaseException:
+    # jsonargparse wraps an error raised while building a class ("Does not validate against any of
+    # the Union subtypes ... Errors: ..."); the user needs the error it wraps.
+    while str(err).startswith("Does not validate against any"):
+        wrapped = err.__cause__ or err.__context__
+        if not isinstance(wrapped, (ValueError, OSError, FloatingPointError)):
+            break
+        err = wrapped
+    return err
+
+
+def _exit_with(message: str) -> None:
+    if os.environ.get("TRACEBACK"):
+        raise
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        message = f"(rank {torch.distributed.get_rank()}) {message}"
+    sys.exit(f"error: {message}\n(set TRACEBACK=1 to see where it was raised)")
+
+
+def _lost_another_process(err: RuntimeError) -> bool:
+    # A collective whose peer has exited: torch raises a DistError, or gloo a RuntimeError naming the peer.
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return distributed and (isinstance(err, torch.distributed.DistError) or "by peer" in str(err))

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC = str(REPO / "configs" / "synthetic.yaml")
@@ -34,3 +35,22 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True)
     if check and result.returncode != 0:
         pytest.fail(f"main.py {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def run_dir(workdir):
+    """One `python main.py fit --config configs/synthetic.yaml`, logging every step, read by several tests."""
+    run_main("fit", "--config", SYNTHETIC, "--trainer.log_every_n_steps", "1", *QUIET, cwd=workdir)
+    return workdir / "logs" / "synthetic" / "version_0"
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of ``tag`` in the run's TensorBoard event files."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]

@@ -86,11 +86,21 @@ def test_the_number_of_classes_comes_from_the_data():
     assert cli.model.val_acc.num_classes == 4
 
 
-@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")), ids=lambda p: Path(p).name)
+RECIPES = sorted(str(p) for p in (REPO / "configs").glob("*.yaml") if p.name != "ddp.yaml")  # ddp.yaml is a preset
+
+
+@pytest.mark.parametrize("config", RECIPES, ids=lambda p: Path(p).name)
 def test_every_config_parses_and_instantiates(config):
     cli = CLI(args=["--config", config], run=False)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
     assert cli.model.scheduler is not None
+
+
+@pytest.mark.parametrize("config", RECIPES, ids=lambda p: Path(p).name)
+def test_the_ddp_preset_composes_with_every_recipe(config):
+    cli = CLI(args=["--config", config, "--config", str(REPO / "configs" / "ddp.yaml"), "--trainer.accelerator", "cpu",
+                    "--trainer.devices", "2"], run=False)
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy" and cli.trainer.num_devices == 2
 
 
 class LinearProbe(LightningModule):

@@ -14,7 +14,7 @@ from project.data.synthetic import SyntheticDataModule
 def test_each_image_gets_its_own_shift_and_about_half_are_mirrored():
     torch.manual_seed(0)
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    out = random_shift_and_flip(image.expand(2000, -1, -1, -1), padding=2, flip=True)
+    out = random_shift_and_flip(image.expand(2000, -1, -1, -1), padding=2, mirror=torch.rand(2000) < 0.5)
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")[0]
     windows = {(dy, dx, mirrored): window.flip(-1) if mirrored else window
                for dy in range(5) for dx in range(5) for mirrored in (False, True)
@@ -27,11 +27,10 @@ def test_each_image_gets_its_own_shift_and_about_half_are_mirrored():
 def test_shift_only_and_flip_only():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (500, 3, 8, 8), dtype=torch.uint8)
-    flipped = random_shift_and_flip(images, padding=0, flip=True)
-    mirrored = torch.tensor([torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images)])
-    assert bool((mirrored | torch.tensor([torch.equal(f, i) for f, i in zip(flipped, images)])).all())
-    assert 0.4 < mirrored.float().mean() < 0.6
-    shifted = random_shift_and_flip(images, padding=1, flip=False)
+    mirror = torch.rand(500) < 0.5
+    flipped = random_shift_and_flip(images, padding=0, mirror=mirror)
+    assert all(torch.equal(f, i.flip(-1) if m else i) for f, i, m in zip(flipped, images, mirror))
+    shifted = random_shift_and_flip(images, padding=1, mirror=None)
     padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
     assert all(any(torch.equal(s, p[:, dy : dy + 8, dx : dx + 8]) for dy in range(3) for dx in range(3))
                for s, p in zip(shifted, padded))
@@ -40,12 +39,44 @@ def test_shift_only_and_flip_only():
 def test_training_batches_are_augmented_and_normalized_labels_untouched():
     data = SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=64)
     data.setup("fit")
-    images, labels = next(iter(data.train_dataloader()))
-    plain, same_labels = data.prepare_batch((images, labels), augment=False)
+    batch = next(iter(data.train_dataloader()))
+    images, labels, indices = batch
+    assert torch.equal(images, data.splits["train"][0][indices]) and torch.equal(labels, data.splits["train"][1][indices])
+    plain, same_labels = data.prepare_batch(batch, augment=False)
     assert torch.equal(same_labels, labels)
     assert torch.allclose(plain, (images.float() - data.mean) / data.std, atol=1e-6)
-    augmented, same_labels = data.prepare_batch((images, labels), augment=True)
+    augmented, same_labels = data.prepare_batch(batch, augment=True)
     assert torch.equal(same_labels, labels) and not torch.allclose(augmented, plain)
+
+
+def mirrored_in_epoch(data, epoch):
+    """Which training images ``prepare_batch`` mirrors in ``epoch`` (no shift: a mirror is exact)."""
+    images, labels = data.splits["train"]
+    indices = torch.arange(len(images))
+    out, _ = data.prepare_batch((images, labels, indices), augment=True, epoch=epoch)
+    mirrors, _ = data.prepare_batch((images.flip(-1), labels, indices), augment=False)
+    return torch.tensor([torch.equal(o, m) for o, m in zip(out, mirrors)])
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch_from_a_seeded_start():
+    torch.manual_seed(3)
+    data = SyntheticDataModule(train_size=400, val_size=0, test_size=16, crop_padding=0, flip="alternating")
+    data.setup("fit")
+    epochs = [mirrored_in_epoch(data, epoch) for epoch in range(4)]
+    assert 0.4 < epochs[0].float().mean() < 0.6
+    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0]) and torch.equal(epochs[3], ~epochs[0])
+    torch.manual_seed(3)
+    again = SyntheticDataModule(train_size=400, val_size=0, test_size=16, crop_padding=0, flip="alternating")
+    again.setup("fit")
+    assert torch.equal(mirrored_in_epoch(again, 0), epochs[0])  # the same seed mirrors the same images
+    torch.manual_seed(0)
+    random = SyntheticDataModule(train_size=400, val_size=0, test_size=16, crop_padding=0, flip="random")
+    random.setup("fit")
+    first, second = mirrored_in_epoch(random, 0), mirrored_in_epoch(random, 1)
+    assert 0.15 < (first == second).float().mean() < 0.85 and not torch.equal(first, ~second)
+    none = SyntheticDataModule(train_size=400, val_size=0, test_size=16, crop_padding=0, flip="none")
+    none.setup("fit")
+    assert not mirrored_in_epoch(none, 0).any()
 
 
 @pytest.mark.parametrize("world_size, drop_last", [(1, True), (2, True), (3, False), (4, True)])
@@ -58,7 +89,8 @@ def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, 
     for _ in range(2):
         batches = [list(loader) for loader in loaders]
         assert all(len(b) == len(loaders[0]) for b in batches)  # every rank runs the same number of batches
-        shards = [torch.cat([images for images, _ in b]) for b in batches]
+        assert all(torch.equal(images, indices) for b in batches for images, _, indices in b)
+        shards = [torch.cat([images for images, *_ in b]) for b in batches]
         seen = torch.cat(shards)
         assert len(seen.unique()) == len(seen)  # disjoint
         shard_size = n // world_size
@@ -67,7 +99,7 @@ def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, 
         epochs.append(seen)
     assert not torch.equal(epochs[0], epochs[1])
     full = TensorBatches(data, data, 10, shuffle=False, drop_last=False)
-    assert torch.equal(torch.cat([images for images, _ in full]), data)  # complete, in order, last batch kept
+    assert torch.equal(torch.cat([images for images, *_ in full]), data)  # complete, in order, last batch kept
 
 
 def write_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(32, 32), splits=("train", "test")):

@@ -97,7 +97,8 @@ def test_lookahead_leaves_the_weights_at_its_average_and_changes_the_result():
     assert lookahead.state_dict()["slow"] is lookahead.slow  # travels in the checkpoint
 
 
-def test_biases_and_norm_weights_get_the_lr_scale_and_the_same_schedule():
+@pytest.mark.parametrize("bias_weight_decay", [False, True])
+def test_biases_and_norm_weights_get_the_lr_scale_and_the_same_schedule(bias_weight_decay):
     class Record(Callback):
         def __init__(self):
             self.lrs = []
@@ -106,10 +107,12 @@ def test_biases_and_norm_weights_get_the_lr_scale_and_the_same_schedule():
             self.lrs.append([group["lr"] for group in optimizer.param_groups])
 
     record = Record()
-    trainer = fit(small_model(no_decay_lr_scale=64.0), [record], max_epochs=1)
+    trainer = fit(small_model(bias_lr_scale=64.0, bias_weight_decay=bias_weight_decay), [record], max_epochs=1)
     optimizer = trainer.optimizers[0]
-    decay, no_decay = optimizer.param_groups
-    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
-    assert (decay["weight_decay"], no_decay["weight_decay"]) == (1e-3, 0.0)
+    weights, biases = optimizer.param_groups
+    assert all(p.ndim >= 2 for p in weights["params"]) and all(p.ndim < 2 for p in biases["params"])
+    assert weights["weight_decay"] == 1e-3
+    # torch decays by lr * weight_decay per step: with bias decay, as much for the biases as for the weights
+    assert biases["weight_decay"] == (pytest.approx(1e-3 / 64) if bias_weight_decay else 0.0)
     assert trainer.lr_scheduler_configs[0].scheduler.base_lrs == [0.05, 0.05 * 64]
     assert len(record.lrs) == 6 and all(b == pytest.approx(64 * a) for a, b in record.lrs[1:])

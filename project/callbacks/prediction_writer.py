@@ -12,7 +12,8 @@ class PredictionWriter(BasePredictionWriter):
     """One row per predicted image: its index in the predict set, the label, the class name and the confidence.
 
     Expects ``predict_step`` to return ``{"label": ..., "confidence": ...}`` per batch; class names
-    come from the datamodule's ``class_names`` when it has them.
+    come from the datamodule's ``class_names`` when it has them. Under DDP every rank predicts the
+    whole predict set (the in-memory datamodules do not shard it) and rank 0 writes the file.
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
@@ -22,6 +23,8 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
+        if not trainer.is_global_zero:
+            return
         names = getattr(trainer.datamodule, "class_names", None)
         path = os.path.join(trainer.log_dir or ".", self.filename)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -8,7 +8,10 @@ from torch import Tensor
 
 
 class TensorBatches:
-    """Iterates ``(images[i], labels[i])`` for index slices ``i`` of a fresh permutation each pass.
+    """Iterates ``(images[i], labels[i], i)`` for index slices ``i`` of a fresh permutation each pass.
+
+    The indices travel with the batch so that per-image state (the alternating mirror) can follow
+    each image across epochs.
 
     No workers, no collate, no per-sample Python: one ``randperm`` per epoch and one index per batch.
     Under DDP every rank draws the same permutation (same ``seed``) and takes every
@@ -30,8 +33,12 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
         self.shard_size = len(images) // world_size
+
+    def start_at(self, epoch: int, batch: int) -> None:
+        """Make the next pass the ``epoch``-th, starting at its ``batch``-th batch (to resume mid-epoch)."""
+        self.epoch, self.skip = epoch, batch
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -46,9 +53,9 @@ class TensorBatches:
             order = torch.arange(len(self.images))
         return order[self.rank :: self.world_size][: self.shard_size]
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         indices = self.indices().to(self.images.device)
-        self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        self.epoch, skip, self.skip = self.epoch + 1, self.skip, 0
+        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
-            yield self.images[batch], self.labels[batch]
+            yield self.images[batch], self.labels[batch], batch

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR10
 
-from project.data.in_memory import InMemoryImageDataModule
+from project.data.in_memory import Flip, InMemoryImageDataModule
 
 
 class CIFAR10DataModule(InMemoryImageDataModule):
@@ -24,7 +24,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         batch_size: int = 512,
         val_size: int = 5000,
         crop_padding: int = 4,
-        flip: bool = True,
+        flip: Flip = "random",
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.data_dir = data_dir

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from project.data.in_memory import InMemoryImageDataModule
+from project.data.in_memory import Flip, InMemoryImageDataModule
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -32,7 +32,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         batch_size: Images per batch (per device under DDP).
         val_size: Training images held out for validation when there is no val/ folder; 0 validates on test/.
         crop_padding: Training images are shifted by up to this many pixels (reflected borders); 0 for none.
-        flip: Training images are mirrored at random.
+        flip: Mirroring of training images: "random" (each image, each epoch, with probability 1/2),
+            "alternating" (each image every other epoch) or "none".
     """
 
     def __init__(
@@ -43,7 +44,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         batch_size: int = 512,
         val_size: int = 5000,
         crop_padding: int = 4,
-        flip: bool = True,
+        flip: Flip = "random",
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)

@@ -1,6 +1,7 @@
 """The data path shared by small-image datasets: one uint8 tensor on the training device, augmented there."""
 
-from typing import Optional
+import warnings
+from typing import Literal, Optional
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -10,6 +11,12 @@ from project.data.augment import random_shift_and_flip
 from project.data.batches import TensorBatches
 
 Split = tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
+Flip = Literal["random", "alternating", "none"]
+
+# Lightning warns on every mid-epoch resume unless the loader itself has a state_dict; the
+# datamodule's state_dict below restores the position instead (Lightning prefetches a batch, so a
+# loader's own count would be one ahead).
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class InMemoryImageDataModule(LightningDataModule):
@@ -18,8 +25,13 @@ class InMemoryImageDataModule(LightningDataModule):
     A subclass sets ``class_names`` and implements ``load(split)``. This class decodes nothing
     twice: it loads each split once, moves it to the training device, and serves batches as index
     slices (``TensorBatches``). After a batch reaches the device, training batches get a random
-    shift of up to ``crop_padding`` pixels and a random mirror per image, and every batch is
-    normalized with the training images' per-channel mean and std.
+    shift of up to ``crop_padding`` pixels and a mirror per image, and every batch is normalized
+    with the training images' per-channel mean and std.
+
+    ``flip="alternating"`` is airbench's alternating flip (arXiv 2404.00498): each
+    image is mirrored at random in the first epoch and the other way round in each epoch after, so
+    any two consecutive epochs show both views of every image, where random flips repeat one view
+    for a quarter of the images. airbench94 needs about 10% fewer steps for the same accuracy.
 
     Validation uses the dataset's own ``val`` split if it has one; otherwise ``val_size`` training
     images are held out (the same ones for every run); ``val_size=0`` trains on every training
@@ -29,14 +41,17 @@ class InMemoryImageDataModule(LightningDataModule):
 
     class_names: list[str]
 
-    def __init__(self, batch_size: int, val_size: int, crop_padding: int = 4, flip: bool = True) -> None:
+    def __init__(self, batch_size: int, val_size: int, crop_padding: int = 4, flip: Flip = "random") -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        if flip not in ("random", "alternating", "none"):
+            raise ValueError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
         self.batch_size, self.val_size, self.crop_padding, self.flip = batch_size, val_size, crop_padding, flip
         self.splits: dict[str, Split] = {}
+        self.resume_at: Optional[tuple[int, int]] = None  # (epoch, batch) from a checkpoint
 
     @property
     def num_classes(self) -> int:
@@ -58,12 +73,37 @@ class InMemoryImageDataModule(LightningDataModule):
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
         self.mean, self.std = self.mean.to(device), self.std.to(device)
+        # Drawn from the run's seed, like the batch order: a rerun mirrors the same images.
+        first_epoch = torch.Generator().manual_seed(torch.initial_seed())
+        self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
+        # Augmentation draws from its own generator, which checkpoints carry (see state_dict).
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.augment_rng = torch.Generator(device).manual_seed(torch.initial_seed() + rank)
 
     def train_dataloader(self) -> TensorBatches:
         # drop_last: a last tiny batch gives noisy BatchNorm statistics and an outsized step.
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return TensorBatches(*self.splits["train"], self.batch_size, shuffle=True, drop_last=True,
-                             seed=torch.initial_seed(), rank=rank, world_size=world_size)
+        batches = TensorBatches(*self.splits["train"], self.batch_size, shuffle=True, drop_last=True,
+                                seed=torch.initial_seed(), rank=rank, world_size=world_size)
+        if self.resume_at is not None:
+            epoch, batch = self.resume_at
+            batches.start_at(*((epoch + 1, 0) if batch >= len(batches) else (epoch, batch)))
+            self.resume_at = None
+        return batches
+
+    def state_dict(self) -> dict:
+        """Where training stands, saved in checkpoints: a resumed run draws the batches and
+        augmentations an uninterrupted run would have (on one device; under DDP every rank resumes
+        with rank 0's augmentation generator)."""
+        if self.trainer is None or not self.splits:
+            return {}
+        batches_done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "batch": batches_done, "augment_rng": self.augment_rng.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self.resume_at = (state_dict["epoch"], state_dict["batch"])
+            self.augment_rng.set_state(state_dict["augment_rng"])
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.batch_size, shuffle=False, drop_last=False)
@@ -74,19 +114,28 @@ class InMemoryImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> TensorBatches:
         return self.test_dataloader()
 
-    def on_after_batch_transfer(self, batch: Split, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        return self.prepare_batch(batch, augment=self.trainer is not None and self.trainer.training)
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        training = self.trainer is not None and self.trainer.training
+        return self.prepare_batch(batch, augment=training, epoch=self.trainer.current_epoch if training else 0)
 
-    def prepare_batch(self, batch: Split, augment: bool) -> tuple[Tensor, Tensor]:
-        """A uint8 batch on its device -> augmented (if ``augment``) and normalized float images, labels."""
-        images, labels = batch
-        if augment and (self.crop_padding or self.flip):
-            images = random_shift_and_flip(images, self.crop_padding, self.flip)
+    def prepare_batch(self, batch: tuple[Tensor, Tensor, Tensor], augment: bool, epoch: int = 0) -> tuple[Tensor, Tensor]:
+        """A uint8 ``(images, labels, indices)`` batch on its device -> augmented (if ``augment``, as in
+        ``epoch``) and normalized float images, labels."""
+        images, labels, indices = batch
+        if augment and (self.crop_padding or self.flip != "none"):
+            images = random_shift_and_flip(images, self.crop_padding, self._mirror(indices, epoch), self.augment_rng)
         # One fused pass, on the contiguous layout where the per-channel broadcast vectorizes.
         images = torch.addcmul(-self.mean / self.std, images.float(), 1 / self.std)
         # Convolutions run faster on channels-last input, on CPUs and (with channels-last weights,
         # see ImageClassifier.setup) on GPUs.
         return images.contiguous(memory_format=torch.channels_last), labels
+
+    def _mirror(self, indices: Tensor, epoch: int) -> Optional[Tensor]:
+        if self.flip == "random":
+            return torch.rand(len(indices), device=indices.device, generator=self.augment_rng) < 0.5
+        if self.flip == "alternating":
+            return self.mirrored_first[indices] ^ (epoch % 2 == 1)
+        return None
 
     def _hold_out(self, train: Split) -> tuple[Split, Split]:
         images, labels = train

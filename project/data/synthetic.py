@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from project.data.in_memory import InMemoryImageDataModule
+from project.data.in_memory import Flip, InMemoryImageDataModule
 
 
 class SyntheticDataModule(InMemoryImageDataModule):
@@ -27,7 +27,7 @@ class SyntheticDataModule(InMemoryImageDataModule):
         batch_size: int = 64,
         val_size: int = 512,
         crop_padding: int = 4,
-        flip: bool = True,
+        flip: Flip = "random",
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.class_names = [f"class_{i}" for i in range(num_classes)]

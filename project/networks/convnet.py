@@ -8,7 +8,7 @@ from torch import Tensor, nn
 class ConvNet(nn.Module):
     """The network of airbench94 (Keller Jordan, 2024; arXiv 2404.00498), 94% on CIFAR-10 in 10 epochs.
 
-    A frozen 2x2 patch-whitening convolution, then stages of conv -> max-pool -> BN -> GELU -> conv
+    A fixed 2x2 patch-whitening convolution, then stages of conv -> max-pool -> BN -> GELU -> conv
     -> BN -> GELU, a global max-pool and a linear head. The whitening filters are the eigenvectors
     of the covariance of 2x2 patches, fitted to the first training batch the network sees (then
     kept in the state dict, so a checkpoint never refits them).
@@ -29,7 +29,9 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         whitened = 2 * in_channels * 2 * 2  # each 2x2 patch eigenvector, and its negative
-        self.whiten = nn.Conv2d(in_channels, whitened, kernel_size=2, bias=True)
+        # Fitted, not trained. (airbench94 trains a bias here for 3 epochs; a bias-free layer keeps
+        # the network free of epoch-dependent rules, and the 1-D parameters are all BatchNorm biases.)
+        self.whiten = nn.Conv2d(in_channels, whitened, kernel_size=2, bias=False)
         self.whiten.weight.requires_grad_(False)
         self.register_buffer("whitening_fitted", torch.tensor(False))
         stages = [_Stage(w_in, w_out, batchnorm_momentum) for w_in, w_out in zip((whitened, *widths[:-1]), widths)]

@@ -7,6 +7,8 @@ Any LightningModule gets the same wiring with one line::
 """
 
 import inspect
+import warnings
+from functools import partial
 from typing import Any, Callable, Optional
 
 from torch import nn
@@ -17,22 +19,33 @@ def configure_optimizers(
     module: Any,  # a LightningModule attached to a Trainer
     optimizer: Callable[..., Optimizer],
     scheduler: Optional[Callable[..., Any]] = None,
-    no_decay_lr_scale: float = 1.0,
+    bias_lr_scale: float = 1.0,
+    bias_weight_decay: bool = False,
 ) -> Any:
     """Build the optimizer over ``parameter_groups(module)`` and the scheduler stepping once per optimizer step.
 
-    The group without weight decay (biases, norm weights) gets ``no_decay_lr_scale`` times the
-    configured LR; both groups follow the same schedule.
+    The group of one-dimensional parameters (biases, norm weights) gets ``bias_lr_scale`` times the
+    configured LR, and weight decay only with ``bias_weight_decay``; then as much decay per step as
+    the weights get (torch multiplies weight decay by the LR, so the group's factor is divided by
+    the scale). Both groups follow the same schedule.
 
     A scheduler with a ``total_steps`` argument left unset (``WarmupCosine``, torch's
     ``OneCycleLR``) gets ``trainer.estimated_stepping_batches``, which follows max_epochs,
     max_steps, accumulate_grad_batches, limit_train_batches and the device count. A value set in
     the config or on the command line wins.
     """
-    opt = optimizer(parameter_groups(module))
+    if bias_lr_scale <= 0:
+        raise ValueError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
+    opt = optimizer(parameter_groups(module, bias_weight_decay))
     for group in opt.param_groups:
-        if _no_decay(group["params"][0]):
-            group["lr"] *= no_decay_lr_scale
+        if _is_bias(group["params"][0]):
+            group["lr"] *= bias_lr_scale
+            if group.get("weight_decay"):
+                group["weight_decay"] /= bias_lr_scale
+    # Resuming restores the optimizer's hyperparameters from the checkpoint; say which configured ones lose.
+    # The LR is the scheduler's business (WarmupCosine warns about its base LRs) unless there is none.
+    opt.register_load_state_dict_pre_hook(partial(_warn_if_not_applied, skip={"params", "initial_lr", "lr"}
+                                                  if scheduler is not None else {"params", "initial_lr"}))
     if scheduler is None:
         return opt
     if not _total_steps_unset(scheduler):
@@ -42,6 +55,8 @@ def configure_optimizers(
         try:
             lr_scheduler = scheduler(opt, total_steps=total_steps)
         except ValueError as err:
+            if "total_steps" not in str(err):
+                raise
             raise ValueError(f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
                              "the run's length in optimizer steps)") from None
     # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
@@ -49,16 +64,25 @@ def configure_optimizers(
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step", "frequency": 1}}
 
 
-def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
-    """Two groups: weights that get weight decay, and biases and normalization weights that don't.
-
-    Both follow the same schedule.
+def parameter_groups(module: nn.Module, bias_weight_decay: bool = False) -> list[dict[str, Any]]:
+    """Two groups: the weights, and the biases and normalization weights, which get no weight decay
+    unless ``bias_weight_decay`` (the usual rule for AdamW; airbench94 decays them).
     """
     trainable = [p for p in module.parameters() if p.requires_grad]
-    decay = [p for p in trainable if not _no_decay(p)]
-    no_decay = [p for p in trainable if _no_decay(p)]
-    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+    weights = {"params": [p for p in trainable if not _is_bias(p)]}
+    biases = {"params": [p for p in trainable if _is_bias(p)]}
+    if not bias_weight_decay:
+        biases["weight_decay"] = 0.0
+    return [group for group in (weights, biases) if group["params"]]
+
+
+def _warn_if_not_applied(optimizer: Optimizer, state_dict: dict, skip: set[str]) -> None:
+    ignored = [f"param group {i} {key} {value} (kept: {saved[key]})"
+               for i, (group, saved) in enumerate(zip(optimizer.param_groups, state_dict["param_groups"]))
+               for key, value in group.items() if key not in skip and key in saved and saved[key] != value]
+    if ignored:
+        warnings.warn(f"{type(optimizer).__name__} resumes with the checkpoint's settings; configured values not "
+                      "applied: " + ", ".join(ignored) + ". To change them, start a new run.", stacklevel=2)
 
 
 def _total_steps_unset(factory: Callable[..., Any]) -> bool:
@@ -74,5 +98,5 @@ def _total_steps_unset(factory: Callable[..., Any]) -> bool:
     return parameter is not None and parameter.default is None
 
 
-def _no_decay(parameter: nn.Parameter) -> bool:
+def _is_bias(parameter: nn.Parameter) -> bool:
     return parameter.ndim < 2  # the one-dimensional parameters are the biases and norm scales

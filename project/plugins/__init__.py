@@ -1,0 +1,1 @@
+"""Lightning plugins the CLI installs: how checkpoints reach the disk."""

@@ -1,0 +1,120 @@
+"""What a new user gets wrong, and what they see: one message naming the value and the fix, no traceback.
+
+Run in this process through `project.cli.main` (what `python main.py` runs), the way a user would
+type each mistake; tests/test_main.py runs a few of them as real subprocesses too. README,
+"When something is wrong", lists these cases.
+"""
+
+import errno
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import project.cli
+from conftest import QUIET, SYNTHETIC
+
+FIT = ["fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+       "--trainer.limit_val_batches", "1", "--model.scheduler.warmup_steps", "1"]
+
+
+def run_cli(args, cwd, monkeypatch, capsys):
+    """``python main.py ARGS`` in this process: (exit status, everything it printed to stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["main.py", *args])
+    with pytest.raises(SystemExit) as stopped:
+        project.cli.main()
+    code = stopped.value.code
+    stderr = capsys.readouterr().err
+    if isinstance(code, str):  # sys.exit("error: ...") prints it and exits with status 1
+        code, stderr = 1, stderr + code
+    assert "Traceback" not in stderr and "usage:" not in stderr  # the message, not a wall of text
+    return code, stderr
+
+
+def image_folder(root, corrupt=False, classes=("cat", "dog")):
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(root / split / name / f"{i}.png")
+    if corrupt:
+        (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/nope.yaml"], "File does not exist: '{cwd}/configs/nope.yaml'"),
+    (["--trainer.max_epochs", "ten"], 'Parser key "trainer.max_epochs":'),
+    (["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number of optimizer steps >= 0, got -5"),
+    (["--model.scheduler.warmup_steps", "10", "--model.scheduler.total_steps", "5"],
+     "total_steps must be >= 1 and >= warmup_steps (10), got 5"),
+    (["--model.scheduler.warmup_steps", "500"], "total_steps=2 is the trainer's estimated_stepping_batches"),
+    (["--model.scheduler.min_lr_ratio", "1.5"], "min_lr_ratio must be a number in [0, 1], got 1.5"),
+    (["--trainer.max_epochs", "-1", "--trainer.limit_train_batches", "1.0"], "total_steps must be finite, got inf"),
+    (["--data", "ImageFolderDataModule", "--data.root", "missing"], "image folder missing/train does not exist"),
+    (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    (["--ckpt_path", "last"], "--ckpt_path last: no run under logs/synthetic/ has checkpoints/last.ckpt"),
+    (["--ckpt_path", "notes.txt"], "--ckpt_path notes.txt is not a checkpoint"),
+    (["--trainer.logger.init_args.save_dir", "notes.txt"], "notes.txt"),
+])
+def test_a_mistake_is_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
+    (tmp_path / "notes.txt").write_text("not a checkpoint, not a folder")
+    code, stderr = run_cli([*FIT, *args], tmp_path, monkeypatch, capsys)
+    assert code != 0 and message.format(cwd=tmp_path) in stderr, stderr[-1500:]
+
+
+def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "typo.yaml").write_text("trainer:\n  max_epoch: 3\n")
+    code, stderr = run_cli([*FIT, "--config", "typo.yaml"], tmp_path, monkeypatch, capsys)
+    assert code != 0 and "does not accept option 'trainer.max_epoch'" in stderr
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root.mkdir(), "image folder {root}/train does not exist"),
+    (lambda root: (root / "train").mkdir(parents=True) or (root / "test").mkdir(), "{root}/train has no class folders"),
+    (lambda root: image_folder(root, corrupt=True), "{root}/train/cat/broken.png"),
+])
+def test_an_empty_or_broken_image_folder_is_named(tmp_path, monkeypatch, capsys, make, message):
+    make(tmp_path / "images")
+    args = [*FIT, "--data", "ImageFolderDataModule", "--data.root", "images", "--data.val_size", "0",
+            "--data.cache_dir", "cache"]
+    code, stderr = run_cli(args, tmp_path, monkeypatch, capsys)
+    assert code != 0 and message.format(root="images") in stderr, stderr[-1500:]
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch, capsys):
+    """A finished run in tmp_path: logs/synthetic/version_0/checkpoints/last.ckpt."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["main.py", *FIT])
+    project.cli.main()
+    capsys.readouterr()
+    return tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_a_checkpoint_of_another_model_is_refused(trained, monkeypatch, capsys):
+    code, stderr = run_cli(["test", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(trained), "--data.num_classes", "4"],
+                           trained.parents[4], monkeypatch, capsys)
+    assert code != 0 and "the checkpoint does not fit the configured model" in stderr and "head.weight" in stderr
+
+
+def test_a_checkpoint_that_would_run_code_is_not_loaded(tmp_path, monkeypatch, capsys):
+    torch.save({"state_dict": {}, "payload": Image.new("RGB", (1, 1))}, tmp_path / "downloaded.ckpt")  # any class
+    code, stderr = run_cli([*FIT, "--ckpt_path", "downloaded.ckpt"], tmp_path, monkeypatch, capsys)
+    assert code != 0 and "holds more than weights (objects of other classes) and was not loaded" in stderr and "--weights_only false" in stderr
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeypatch, capsys):
+    before = trained.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("project.plugins.atomic_checkpoint_io.os.fsync", disk_full)
+    code, stderr = run_cli([*FIT, "--ckpt_path", str(trained), "--trainer.max_epochs", "2"],
+                           trained.parents[4], monkeypatch, capsys)
+    assert code != 0 and "could not write checkpoint" in stderr and "No space left on device" in stderr
+    assert trained.read_bytes() == before
+    assert not [p for p in trained.parent.iterdir() if p.name.startswith(".")]  # no partial file left behind

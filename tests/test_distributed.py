@@ -1,0 +1,111 @@
+"""DDP for real: two CPU processes (gloo) through `python main.py`, launched by Lightning and by torchrun."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from conftest import QUIET, REPO, SYNTHETIC, run_main, scalars
+from project.cli import CLI
+
+DDP = str(REPO / "configs" / "ddp.yaml")
+# configs/synthetic.yaml runs batch 64 in one process; two processes of 32 make the same global batch.
+TWO_CPU_PROCESSES = ["--config", DDP, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--data.batch_size", "32"]
+
+
+def save_weights_per_rank(directory):
+    return ["--trainer.callbacks+=tests.run_helpers.SaveWeightsPerRank", f"--trainer.callbacks.dirpath={directory}"]
+
+
+def assert_ranks_agree(weights_dir):
+    ranks = [torch.load(weights_dir / f"rank{rank}.pt") for rank in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
+    assert ranks[0]["weights"].keys() == ranks[1]["weights"].keys()
+    assert all(torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]) for k in ranks[0]["weights"])
+
+
+def assert_written_once(workdir):
+    [run] = (workdir / "logs" / "synthetic").iterdir()  # one run directory: rank 1 writes none
+    assert run.name == "version_0" and (run / "config.yaml").is_file()
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert len(list((run / "checkpoints").iterdir())) == 2  # last + best
+    return run
+
+
+@pytest.fixture(scope="module")
+def ddp_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ddp")
+    run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.log_every_n_steps", "1",
+             *save_weights_per_rank(workdir / "weights"), *QUIET, cwd=workdir)
+    return workdir
+
+
+def test_ddp_ranks_end_with_identical_weights_and_rank_0_writes_everything_once(ddp_workdir):
+    assert_ranks_agree(ddp_workdir / "weights")
+    run = assert_written_once(ddp_workdir)
+    assert [value for _, value in scalars(run, "val/acc")][-1] > 0.6  # it learned, as one process does
+
+
+def test_ddp_lr_at_every_step_equals_the_single_process_run_at_the_same_global_batch(ddp_workdir, run_dir):
+    ddp_run = ddp_workdir / "logs" / "synthetic" / "version_0"
+    for group in ("pg1", "pg2"):
+        single, ddp = scalars(run_dir, f"lr-AdamW/{group}"), scalars(ddp_run, f"lr-AdamW/{group}")
+        assert len(single) == 72 and ddp == single
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, failing_rank):
+    result = run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, *QUIET,
+                      "--data", "tests.run_helpers.DataMissingOnOneRank", f"--data.failing_rank={failing_rank}",
+                      cwd=tmp_path, check=False)  # run_main's timeout fails the test if the job hangs
+    assert result.returncode != 0
+    assert f"error: (rank {failing_rank}) data folder missing on rank {failing_rank}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_torchrun_launches_the_same_cli(tmp_path):
+    # torchrun starts every process itself and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT;
+    # Lightning detects that (TorchElasticEnvironment) and launches nothing more.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "main.py"), "fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.max_epochs", "1",
+               *save_weights_per_rank(tmp_path / "weights"), *QUIET]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ranks_agree(tmp_path / "weights")
+    assert_written_once(tmp_path)
+
+
+SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+             "SLURM_JOB_NUM_NODES": "1", "SLURM_NODELIST": "node1", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+             "SLURM_NODEID": "0"}
+
+
+def test_slurm_script_is_valid_bash_and_runs_the_cli_with_the_jobs_geometry(tmp_path):
+    script = REPO / "scripts" / "slurm.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    fake_srun = tmp_path / "bin" / "srun"  # records what the script would launch on every node
+    fake_srun.parent.mkdir()
+    fake_srun.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_ARGS"\n')
+    fake_srun.chmod(0o755)
+    env = {**os.environ, **SLURM_JOB, "SLURM_JOB_NUM_NODES": "2", "SLURM_SUBMIT_DIR": str(REPO),
+           "PATH": f"{fake_srun.parent}:{os.environ['PATH']}", "SRUN_ARGS": str(tmp_path / "args")}
+    subprocess.run(["bash", str(script), "--config", "configs/cifar.yaml", "--data.batch_size", "128"],
+                   env=env, check=True, timeout=60)
+    args = (tmp_path / "args").read_text().split("\n")
+    assert args[1:5] == ["main.py", "fit", "--config", "configs/cifar.yaml"]
+    assert "configs/ddp.yaml" in args and args[args.index("--trainer.num_nodes") + 1] == "2"
+    assert args[args.index("--trainer.devices") + 1] == "2"
+    assert args[args.index("--trainer.logger.init_args.version") + 1] == "slurm-4242"  # a requeue logs in the same run
+
+
+def test_lightning_detects_slurm_from_the_cli(monkeypatch):
+    for name, value in SLURM_JOB.items():
+        monkeypatch.setenv(name, value)
+    cli = CLI(args=["--config", SYNTHETIC, *TWO_CPU_PROCESSES], run=False)
+    environment = cli.trainer.strategy.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+    assert (cli.trainer.world_size, cli.trainer.global_rank) == (2, 1)

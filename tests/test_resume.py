@@ -1,0 +1,82 @@
+"""Interrupt a real `python main.py fit` with a real signal, resume it, and get the uninterrupted run."""
+
+import pytest
+import torch
+
+from conftest import QUIET, SYNTHETIC, run_main, scalars
+
+# configs/synthetic.yaml: 24 steps per epoch, warmup 10, 72 steps. Step 5 is mid-warmup and mid-epoch.
+STOP_AT = 5
+LOG_EVERY_STEP = ["--trainer.log_every_n_steps", "1"]
+
+
+def stop_at(step, signal):
+    return ["--trainer.callbacks+=tests.run_helpers.SignalAtStep", f"--trainer.callbacks.step={step}",
+            f"--trainer.callbacks.signal={signal}"]
+
+
+def load_weights(checkpoint):
+    return torch.load(checkpoint, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("interrupted")
+    result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, *stop_at(STOP_AT, "SIGTERM"),
+                      cwd=workdir, check=False)
+    return workdir, result
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_says_how_to_resume(interrupted):
+    workdir, result = interrupted
+    run = "logs/synthetic/version_0"  # relative to where the user ran it
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert f"Stopped at step {STOP_AT} (epoch 0)" in result.stderr
+    assert f"Resume with: python main.py fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt" in result.stderr
+    assert torch.load(workdir / run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STOP_AT
+
+
+def test_resuming_with_ckpt_path_last_continues_exactly_like_the_uninterrupted_run(interrupted, run_dir):
+    workdir, _ = interrupted
+    result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, "--ckpt_path", "last", cwd=workdir)
+    first, resumed = (workdir / "logs" / "synthetic" / f"version_{v}" for v in (0, 1))
+    assert "resuming from logs/synthetic/version_0/checkpoints/last.ckpt" in result.stderr
+    for group in ("pg1", "pg2"):
+        reference = scalars(run_dir, f"lr-AdamW/{group}")
+        assert scalars(first, f"lr-AdamW/{group}") == reference[:STOP_AT]
+        assert scalars(resumed, f"lr-AdamW/{group}") == reference[STOP_AT:]  # every later step, same step numbers
+    expected, got = load_weights(run_dir / "checkpoints" / "last.ckpt"), load_weights(resumed / "checkpoints" / "last.ckpt")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)  # bit-identical
+    assert [s for s, _ in scalars(resumed, "val/acc")] == [s for s, _ in scalars(run_dir, "val/acc")]
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, *stop_at(3, "SIGINT"), cwd=tmp_path, check=False)
+    assert result.returncode == 143 and "Stopped at step 3 (epoch 0)" in result.stderr
+    assert "KeyboardInterrupt" not in result.stderr
+    checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+
+
+def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
+    workdir, _ = interrupted
+    checkpoint = workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(checkpoint), "--trainer.max_epochs", "1",
+                      "--model.scheduler.warmup_steps", "4", "--model.optimizer.lr", "0.02",
+                      "--model.optimizer.weight_decay", "0.1", cwd=workdir)
+    # The model's settings come from the checkpoint (LightningCLI), the schedule's length from the trainer.
+    assert "model.scheduler.warmup_steps 4 (kept: 10)" in result.stderr
+    assert "model.optimizer.lr 0.02 (kept: 0.01)" in result.stderr
+    assert "model.optimizer.weight_decay 0.1 (kept: 0.05)" in result.stderr
+    assert "WarmupCosine resumes the checkpoint's schedule; configured values not applied: total_steps 24 (kept: 72)" in result.stderr
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
+                      "--trainer.callbacks.step=30", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "error: the training loss is nan at step 31 (epoch 1" in result.stderr and "Traceback" not in result.stderr
+    checkpoints = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 24  # the end of epoch 0, before the NaN
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
