@@ -49,6 +49,14 @@ def test_training_batches_are_augmented_and_normalized_labels_untouched():
     assert torch.equal(same_labels, labels) and not torch.allclose(augmented, plain)
 
 
+def test_a_constant_channel_is_normalized_to_zero_not_nan():
+    data = SyntheticDataModule(train_size=64, val_size=0, test_size=16, batch_size=16)
+    data.load = lambda split: (torch.full((64, 3, 8, 8), 90, dtype=torch.uint8), torch.zeros(64, dtype=torch.long))
+    data.setup("fit")
+    images, _ = data.prepare_batch(next(iter(data.train_dataloader())), augment=True)
+    assert torch.allclose(images, torch.zeros_like(images), atol=1e-5)
+
+
 def mirrored_in_epoch(data, epoch):
     """Which training images ``prepare_batch`` mirrors in ``epoch`` (no shift: a mirror is exact)."""
     images, labels = data.splits["train"]
@@ -132,17 +140,28 @@ def test_image_folder_uses_its_val_folder_when_there_is_one(tmp_path):
     assert len(data.splits["train"][0]) == 6 and len(data.splits["val"][0]) == 6
 
 
+class NoDecoding:
+    def __init__(self, *args):
+        raise AssertionError("decoded again although the cache is valid")
+
+
+def test_prepare_data_decodes_once_and_setup_reads_the_cache(tmp_path, monkeypatch):
+    # Lightning runs prepare_data in one process per machine, setup in every rank.
+    root = write_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
+    data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), batch_size=2)
+    data.prepare_data()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+    monkeypatch.setattr(image_folder, "Pool", NoDecoding)
+    data.setup("fit")
+    assert len(data.splits["train"][0]) == 6 and len(data.splits["val"][0]) == 6
+
+
 def test_the_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
     root = write_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     make = lambda: ImageFolderDataModule(str(root), cache_dir=str(cache), val_size=1)  # noqa: E731
     first = make().load("train")
     [cache_file] = cache.glob("*-train-*.pt")
-
-    class NoDecoding:
-        def __init__(self, *args):
-            raise AssertionError("decoded again although the cache is valid")
-
     monkeypatch.setattr(image_folder, "Pool", NoDecoding)
     again = make().load("train")
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])

@@ -109,3 +109,20 @@ def test_lightning_detects_slurm_from_the_cli(monkeypatch):
     environment = cli.trainer.strategy.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
     assert (cli.trainer.world_size, cli.trainer.global_rank) == (2, 1)
+
+
+def test_ddp_with_an_image_folder_decodes_once_and_trains(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            for i in range(40):
+                Image.new("RGB", (32, 32), (120 * c, 3 * i, 90)).save(tmp_path / "images" / split / name / f"{i}.png")
+    run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.max_epochs", "1", *QUIET,
+             "--data", "ImageFolderDataModule", "--data.root", "images", "--data.val_size", "0",
+             "--data.batch_size", "16", "--data.cache_dir", "cache", "--model.scheduler.warmup_steps", "1",
+             *save_weights_per_rank(tmp_path / "weights"),
+             cwd=tmp_path)
+    assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt")) == ["test", "train"]
+    assert_ranks_agree(tmp_path / "weights")

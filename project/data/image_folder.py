@@ -57,6 +57,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             raise ValueError(f"class folders differ between {self.root / 'train'} {self.class_names} and "
                              f"{self.root / 'test'} {test_classes}: both need the same classes")
 
+    def prepare_data(self) -> None:
+        # Lightning calls this in one process per machine before any rank's setup: under DDP the
+        # images are decoded once and every rank then reads the cache.
+        for split in ("train", "val", "test"):
+            self.load(split)
+
     def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
         folder = self.root / split
         if split == "val" and not folder.is_dir():

@@ -151,6 +151,7 @@ class InMemoryImageDataModule(LightningDataModule):
 def _channel_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel std and mean of uint8 images, shaped (1, C, 1, 1) to broadcast over a batch."""
     std_mean = [torch.std_mean(channel.float()) for channel in images.transpose(0, 1)]
-    std = torch.tensor([std for std, _ in std_mean]).view(1, -1, 1, 1)
+    # A constant channel (std 0) becomes 0, not NaN; under one grey level there is no signal to amplify.
+    std = torch.tensor([std for std, _ in std_mean]).clamp_min(1.0).view(1, -1, 1, 1)
     mean = torch.tensor([mean for _, mean in std_mean]).view(1, -1, 1, 1)
     return std, mean
