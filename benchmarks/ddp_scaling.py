@@ -1,6 +1,6 @@
 """Images per second of `main.py fit` with DDP over 2 CPU processes against 1 process, at the same global batch.
 
-    python benchmarks/ddp_scaling.py [--global-batch 256] [--steps 20] [--widths 64 256 256]
+    python benchmarks/ddp_scaling.py [--global-batch 512] [--steps 12] [--widths 64 256 256]
 
 Both runs are real `python main.py fit` subprocesses with the template's defaults (logger, LR
 monitor, checkpoints) on synthetic CIFAR-shaped data: one process at the global batch, then
@@ -59,8 +59,8 @@ def images_per_second(devices: int, args, workdir: Path) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--global-batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--global-batch", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 256, 256])
     args = parser.parse_args()
