@@ -1,4 +1,7 @@
-"""Mixed precision, torch.compile and channels-last: each a config switch, each tested where it runs."""
+"""Mixed precision, torch.compile and channels-last: each a config switch, each tested where it runs.
+
+On a GPU, channels-last weights and bf16 by default: tests/test_gpu.py.
+"""
 
 from functools import partial
 
@@ -76,9 +79,3 @@ def test_batches_reach_the_network_channels_last():
     images, _ = data.prepare_batch(next(iter(data.train_dataloader())), augment=True)
     assert images.is_contiguous(memory_format=torch.channels_last)
 
-
-@GPU
-def test_network_weights_are_channels_last_on_a_gpu():
-    model = tiny_model()
-    fit(model, accelerator="gpu", devices=1)
-    assert model.network.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
