@@ -73,9 +73,9 @@ class InMemoryImageDataModule(LightningDataModule):
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
         self.mean, self.std = self.mean.to(device), self.std.to(device)
-        # Drawn from the run's seed, like the batch order: a rerun mirrors the same images.
-        first_epoch = torch.Generator().manual_seed(torch.initial_seed())
-        self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
+        if self.flip == "alternating":  # drawn from the run's seed, like the batch order: a rerun mirrors the same images
+            first_epoch = torch.Generator().manual_seed(torch.initial_seed())
+            self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
         # Augmentation draws from its own generator, which checkpoints carry (see state_dict).
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.augment_rng = torch.Generator(device).manual_seed(torch.initial_seed() + rank)
