@@ -26,6 +26,7 @@ from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
+from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
 from project.plugins.atomic_checkpoint_io import AtomicCheckpointIO
 

@@ -84,8 +84,9 @@ def test_test_step_uses_tta_and_validation_does_not(monkeypatch):
     assert set(levels) == {2}
 
 
-def test_lookahead_leaves_the_weights_at_its_average_and_changes_the_result():
-    lookahead = Lookahead(every_n_steps=2)
+@pytest.mark.parametrize("every_n_steps", [2, 5])  # 12 steps: the last is an update step, or not
+def test_lookahead_leaves_the_weights_at_its_average_and_changes_the_result(every_n_steps):
+    lookahead = Lookahead(every_n_steps=every_n_steps)
     averaged = small_model()
     fit(averaged, [lookahead])
     weights = {k: v for k, v in averaged.state_dict().items() if v.is_floating_point()}

@@ -7,9 +7,10 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 class Lookahead(Callback):
     """airbench94's weight averaging (arXiv 2404.00498): every ``every_n_steps`` optimizer steps,
     ``slow = lerp(slow, weights, 1 - d)`` and then ``weights = slow``, with
-    ``d = decay * (step / total_steps) ** 3``: no averaging early, more as training ends. At the last
-    step the weights become the average. Applies to every floating-point tensor of the state dict
-    (BatchNorm statistics included), and the average travels in the checkpoint.
+    ``d = decay * (step / total_steps) ** 3``: no averaging early, more as training ends. Training
+    ends on the average (the last update's, if the last step is not an update step). Applies to every
+    floating-point tensor of the state dict (BatchNorm statistics included), and the average travels
+    in the checkpoint.
 
     Args:
         every_n_steps: Optimizer steps between updates; airbench94 uses 5.
@@ -26,10 +27,10 @@ class Lookahead(Callback):
         if step == self._last_step:  # accumulating gradients: no optimizer step since the last batch
             return
         self._last_step = step
-        if step == total:
-            self._update(pl_module, decay=1.0)  # end of training: the weights become the average
-        elif step % self.every_n_steps == 0:
+        if step % self.every_n_steps == 0:
             self._update(pl_module, decay=self.decay * (step / total) ** 3)
+        elif step == total:  # end of training between updates: the weights become the last average
+            self._update(pl_module, decay=1.0)
 
     @torch.no_grad()
     def _update(self, pl_module: LightningModule, decay: float) -> None:

@@ -1,1 +1,1 @@
-"""Optimization: the WarmupCosine scheduler (plain torch) and the wiring that hands it to Lightning."""
+"""Optimization in plain torch (WarmupCosine scheduler, MuonSGD optimizer); configure.py wires them into Lightning."""
