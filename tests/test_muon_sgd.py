@@ -62,6 +62,12 @@ def test_a_filter_step_ignores_the_scale_of_weights_and_gradients_and_moves_a_fi
     assert torch.allclose(step, -0.1 * orthogonalize(gradient.reshape(8, -1)), atol=1e-6)
 
 
+def test_a_group_may_hold_a_single_tensor_as_in_torch():
+    bias, filters = nn.Parameter(torch.zeros(4)), nn.Parameter(torch.randn(4, 2, 3, 3))
+    optimizer = MuonSGD([{"params": bias}, {"params": filters}], lr=0.1, filter_lr=0.2)
+    assert [(group["params"], group["lr"]) for group in optimizer.param_groups] == [([bias], 0.1), ([filters], 0.2)]
+
+
 def test_bad_hyperparameters_are_named():
     with pytest.raises(ValueError, match="MuonSGD filter_lr must be >= 0, got -0.1"):
         MuonSGD([nn.Parameter(torch.zeros(2, 2, 3, 3))], filter_lr=-0.1)

@@ -49,7 +49,7 @@ class MuonSGD(Optimizer):
             groups = [{"params": groups}]
         split = []
         for group in groups:
-            params_of_group = list(group["params"])
+            params_of_group = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
             split.append({**group, "params": [p for p in params_of_group if p.ndim != 4]})
             split.append({**group, "params": [p for p in params_of_group if p.ndim == 4], "lr": filter_lr,
                           "momentum": filter_momentum, "nesterov": True, "weight_decay": 0.0, "orthogonalize": True})
