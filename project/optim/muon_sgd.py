@@ -27,6 +27,15 @@ class MuonSGD(Optimizer):
 
     Each given param group is split in two, its filters and the rest, so a scheduler scales both
     LRs together (the filters from ``filter_lr``, the rest from ``lr``).
+
+    Args:
+        params: Parameters or param groups, as for any torch optimizer.
+        lr: SGD learning rate of the parameters that are not filters.
+        momentum: Their momentum.
+        nesterov: Nesterov momentum for them (the filters always use it).
+        weight_decay: Their weight decay, as torch's SGD applies it (``lr * weight_decay`` per step).
+        filter_lr: The filters' step size, for banks of norm ``sqrt(out)``; airbench94_muon uses 0.24.
+        filter_momentum: The filters' momentum; airbench94_muon uses 0.6.
     """
 
     def __init__(
