@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,3 +55,13 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "eel"), per_class=4, size=(32, 32), splits=("train", "test")):
+    """``root/<split>/<class>/<i>.png``, each image one colour: class ``c``, image ``i`` is (40c, 10i mod 256, 200)."""
+    for split in splits:
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", size, (40 * c, 10 * i % 256, 200)).save(root / split / name / f"{i}.png")
+    return root

@@ -4,6 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_image_folder
+
 import project.data.image_folder as image_folder
 from project.data.augment import random_shift_and_flip
 from project.data.batches import TensorBatches
@@ -110,18 +112,8 @@ def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, 
     assert torch.equal(torch.cat([images for images, *_ in full]), data)  # complete, in order, last batch kept
 
 
-def write_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(32, 32), splits=("train", "test")):
-    for split in splits:
-        for c, name in enumerate(classes):
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                color = (40 * c, 10 * i, 200)
-                Image.new("RGB", size, color).save(root / split / name / f"{i}.png")
-    return root
-
-
 def test_image_folder_reads_classes_resizes_and_holds_out_validation(tmp_path):
-    root = write_folder(tmp_path / "images", size=(40, 24))
+    root = write_image_folder(tmp_path / "images", size=(40, 24))
     data = ImageFolderDataModule(str(root), image_size=16, cache_dir=str(tmp_path / "cache"), batch_size=4, val_size=3)
     assert data.class_names == ["cat", "dog", "eel"] and data.num_classes == 3
     data.setup("fit")
@@ -134,7 +126,7 @@ def test_image_folder_reads_classes_resizes_and_holds_out_validation(tmp_path):
 
 
 def test_image_folder_uses_its_val_folder_when_there_is_one(tmp_path):
-    root = write_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
+    root = write_image_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
     data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), batch_size=2, val_size=5000)
     data.setup("fit")
     assert len(data.splits["train"][0]) == 6 and len(data.splits["val"][0]) == 6
@@ -147,7 +139,7 @@ class NoDecoding:
 
 def test_prepare_data_decodes_once_and_setup_reads_the_cache(tmp_path, monkeypatch):
     # Lightning runs prepare_data in one process per machine, setup in every rank.
-    root = write_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
+    root = write_image_folder(tmp_path / "images", splits=("train", "val", "test"), per_class=2)
     data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), batch_size=2)
     data.prepare_data()
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
@@ -157,7 +149,7 @@ def test_prepare_data_decodes_once_and_setup_reads_the_cache(tmp_path, monkeypat
 
 
 def test_the_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
-    root = write_folder(tmp_path / "images")
+    root = write_image_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     make = lambda: ImageFolderDataModule(str(root), cache_dir=str(cache), val_size=1)  # noqa: E731
     first = make().load("train")
@@ -174,7 +166,7 @@ def test_the_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, monke
 
 
 def test_a_corrupt_image_is_named(tmp_path):
-    root = write_folder(tmp_path / "images")
+    root = write_image_folder(tmp_path / "images")
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"not an image at all")
     data = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), val_size=1)
     with pytest.raises(ValueError, match=r"cannot read image .*broken\.jpg"):
@@ -184,11 +176,11 @@ def test_a_corrupt_image_is_named(tmp_path):
 def test_folder_mistakes_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageFolderDataModule(str(tmp_path / "nowhere"))
-    root = write_folder(tmp_path / "mismatch")
+    root = write_image_folder(tmp_path / "mismatch")
     (root / "test" / "eel").rename(root / "test" / "emu")
     with pytest.raises(ValueError, match=r"class folders differ .*'eel'.*'emu'"):
         ImageFolderDataModule(str(root))
-    root = write_folder(tmp_path / "empty")
+    root = write_image_folder(tmp_path / "empty")
     for file in (root / "train" / "cat").iterdir():
         file.unlink()
     with pytest.raises(ValueError, match=r"class folder .*train/cat holds no images"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from conftest import QUIET, REPO, SYNTHETIC, run_main, scalars
+from conftest import QUIET, REPO, SYNTHETIC, run_main, scalars, write_image_folder
 from project.cli import CLI
 
 DDP = str(REPO / "configs" / "ddp.yaml")
@@ -112,13 +112,7 @@ def test_lightning_detects_slurm_from_the_cli(monkeypatch):
 
 
 def test_ddp_with_an_image_folder_decodes_once_and_trains(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for c, name in enumerate(("cat", "dog")):
-            (tmp_path / "images" / split / name).mkdir(parents=True)
-            for i in range(40):
-                Image.new("RGB", (32, 32), (120 * c, 3 * i, 90)).save(tmp_path / "images" / split / name / f"{i}.png")
+    write_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=40)
     run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.max_epochs", "1", *QUIET,
              "--data", "ImageFolderDataModule", "--data.root", "images", "--data.val_size", "0",
              "--data.batch_size", "16", "--data.cache_dir", "cache", "--model.scheduler.warmup_steps", "1",

@@ -102,10 +102,11 @@ def test_through_the_trainer_each_group_follows_the_schedule_from_its_own_base_l
         assert p.detach().norm().item() == pytest.approx(len(p) ** 0.5, rel=0.1)
 
 
-def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: the GPU default, here on the CPU
+def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, precision):
     run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--data", "SyntheticDataModule",
              "--data.batch_size", "64", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
-             "--model.network.init_args.widths", "[16, 32, 32]", *QUIET, cwd=tmp_path)
+             "--model.network.init_args.widths", "[16, 32, 32]", "--trainer.precision", precision, *QUIET, cwd=tmp_path)
     run = tmp_path / "logs" / "cifar10" / "version_0"  # 2048 images (val_size 0) / 64 = 32 steps per epoch
     filter_lrs = scalars(run, "lr-MuonSGD/pg2")
     assert len(filter_lrs) == 2 * 32 and filter_lrs[0][1] == pytest.approx(0.24)  # cosine from the peak, no warmup

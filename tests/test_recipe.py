@@ -4,8 +4,9 @@ from functools import partial
 
 import pytest
 import torch
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback, LightningDataModule, Trainer
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from project.callbacks.lookahead import Lookahead
 from project.data.synthetic import SyntheticDataModule
@@ -29,25 +30,98 @@ def fit(model, callbacks=(), max_epochs=2):
     return trainer
 
 
-def test_whitening_is_fitted_once_from_the_first_training_batch_and_whitens_it():
+def test_fit_whitening_whitens_the_images_it_is_given_and_forward_never_refits():
     torch.manual_seed(0)
     network = ConvNet(10, widths=(8, 8, 8))
     images = torch.randn(64, 3, 16, 16) @ torch.randn(16, 16)  # correlated neighbouring pixels
-    network.eval()(images)
-    assert not network.whitening_fitted  # evaluation never fits
+    before = network.whiten.weight.clone()
     network.train()(images)
+    assert not network.whitening_fitted and torch.equal(network.whiten.weight, before)  # forward only computes
+    network.fit_whitening(images)
     assert network.whitening_fitted
     half = network.whiten.weight.shape[0] // 2
     responses = nn.functional.conv2d(images, network.whiten.weight[:half]).transpose(0, 1).reshape(half, -1)
     covariance = responses @ responses.T / responses.shape[1]
     assert torch.allclose(covariance, torch.eye(half), atol=0.05)  # eigenvalues / (eigenvalues + 5e-4)
-    fitted = network.whiten.weight.clone()
-    network(images * 3 + 1)
-    assert torch.equal(network.whiten.weight, fitted)  # never refitted
     restored = ConvNet(10, widths=(8, 8, 8))
     restored.load_state_dict(network.state_dict())
-    restored.train()(images * 3 + 1)
-    assert torch.equal(restored.whiten.weight, fitted)  # a checkpoint keeps the fitted filters
+    assert restored.whitening_fitted and torch.equal(restored.whiten.weight, network.whiten.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fit_whitening_computes_in_float32_under_autocast(dtype):
+    torch.manual_seed(0)
+    images = torch.randn(256, 3, 16, 16) @ torch.randn(16, 16)
+    plain, autocast = ConvNet(10, widths=(8, 8, 8)), ConvNet(10, widths=(8, 8, 8))
+    plain.fit_whitening(images)
+    with torch.autocast("cpu", dtype=dtype):
+        autocast.fit_whitening(images)
+    assert torch.equal(autocast.whiten.weight, plain.whiten.weight)
+
+
+def test_the_training_forward_and_backward_compile_as_one_graph():
+    # fullgraph=True raises at the first graph break: a side effect, a host sync or a branch on a tensor's value.
+    torch._dynamo.reset()
+    network = ConvNet(10, widths=(8, 8, 8)).train()
+    compiled = torch.compile(network, fullgraph=True, backend="eager")
+    compiled(torch.randn(8, 3, 16, 16)).sum().backward()
+    assert network.head.weight.grad is not None
+
+
+class RecordWhiteningAtFirstStep(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 0:
+            self.fitted = bool(pl_module.network.whitening_fitted)
+            self.weight = pl_module.network.whiten.weight.detach().clone()
+
+
+def test_whitening_is_fitted_to_plain_training_images_before_the_first_step_the_same_under_every_precision():
+    filters = {}
+    for precision in ("32-true", "bf16-mixed"):
+        record = RecordWhiteningAtFirstStep()
+        model = small_model()
+        torch.manual_seed(0)
+        Trainer(max_steps=2, limit_val_batches=1, precision=precision, callbacks=[record], logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                ).fit(model, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16))
+        assert record.fitted and torch.equal(model.network.whiten.weight, record.weight)
+        filters[precision] = record.weight
+    assert torch.equal(filters["bf16-mixed"], filters["32-true"])
+    # They whiten the training images as they are, not an augmented batch: fitted to all 192 of them here.
+    data = SyntheticDataModule(train_size=256, val_size=64, test_size=64)
+    data.setup("fit")
+    images = data.splits["train"][0]
+    reference = ConvNet(10, widths=(8, 8, 8))
+    reference.fit_whitening((images.float() - data.mean) / data.std)
+    assert torch.allclose(filters["32-true"], reference.whiten.weight, rtol=1e-3, atol=1e-3)
+
+
+def test_a_run_resumed_from_a_checkpoint_keeps_its_filters(tmp_path):
+    model = small_model()
+    trainer = fit(model, max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    fitted = model.network.whiten.weight.detach().clone()
+    resumed = small_model()
+    Trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+            ).fit(resumed, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16, seed=5),
+                  ckpt_path=tmp_path / "run.ckpt", weights_only=False)  # its hparams hold partials
+    assert torch.equal(resumed.network.whiten.weight, fitted)
+
+
+def test_a_datamodule_of_plain_dataloaders_fits_the_whitening_to_its_first_batch():
+    images, labels = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
+
+    class Loaders(LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(images, labels), batch_size=32)
+
+    model = small_model()
+    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(model, Loaders())
+    reference = ConvNet(10, widths=(8, 8, 8))
+    reference.fit_whitening(images[:32])
+    assert torch.equal(model.network.whiten.weight, reference.whiten.weight)
 
 
 def test_tta_averages_mirrored_and_shifted_views():

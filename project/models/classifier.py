@@ -13,13 +13,16 @@ from project.networks.convnet import ConvNet
 from project.optim.configure import configure_optimizers
 from project.optim.warmup_cosine import WarmupCosine
 
+WHITENING_IMAGES = 5000  # airbench94 fits its whitening layer to the patches of 5,000 training images
+
 
 class ImageClassifier(LightningModule):
     """Cross-entropy training of ``network(num_classes)``; accuracy on validation and test.
 
     ``network``, ``optimizer`` and ``scheduler`` are callables the CLI builds from the config
     (``class_path`` + ``init_args``): the network gets ``num_classes`` (linked from the data), the
-    optimizer the parameter groups, the scheduler the optimizer.
+    optimizer the parameter groups, the scheduler the optimizer. A network with a ``fit_whitening``
+    method (``ConvNet``) is fitted to plain training images when fit starts (``on_fit_start``).
 
     Args:
         network: Builds the network from the number of classes.
@@ -67,6 +70,26 @@ class ImageClassifier(LightningModule):
             self.network.to(memory_format=torch.channels_last)
         if self.compile_network:
             self.network.compile()  # in place: unlike torch.compile(network), keeps the state dict's keys
+
+    def on_fit_start(self) -> None:
+        # A layer fitted from data (ConvNet's whitening) is fitted here: once, before the sanity check
+        # and the first step, outside the autocast of the training step. A run resumed from a
+        # checkpoint has its filters restored by now and keeps them.
+        if not hasattr(self.network, "fit_whitening") or self.network.whitening_fitted:
+            return
+        self.network.fit_whitening(self._plain_training_images(WHITENING_IMAGES))
+        if self.trainer.world_size > 1:  # eigh may differ in its last bits between devices: rank 0's for all
+            state = self.trainer.strategy.broadcast({k: v.cpu() for k, v in self.network.state_dict().items()})
+            self.network.load_state_dict(state)
+
+    def _plain_training_images(self, count: int) -> Tensor:
+        data = self.trainer.datamodule
+        if hasattr(data, "plain_train_images"):  # InMemoryImageDataModule: random images, not augmented
+            return data.plain_train_images(count)
+        if data is None:
+            raise ValueError("ImageClassifier fits the network's whitening layer to training images from the "
+                             "datamodule: pass one (trainer.fit(model, datamodule=...)), not bare dataloaders")
+        return next(iter(data.train_dataloader()))[0][:count].to(self.device)  # its first batch, as it comes
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

@@ -1,7 +1,6 @@
 """airbench94's network: a compact, fast CIFAR-sized CNN as a plain nn.Module, usable without Lightning."""
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 
@@ -10,8 +9,10 @@ class ConvNet(nn.Module):
 
     A fixed 2x2 patch-whitening convolution, then stages of conv -> max-pool -> BN -> GELU -> conv
     -> BN -> GELU, a global max-pool and a linear head. The whitening filters are the eigenvectors
-    of the covariance of 2x2 patches, fitted to the first training batch the network sees (then
-    kept in the state dict, so a checkpoint never refits them).
+    of the covariance of 2x2 patches: call ``fit_whitening`` once with plain training images before
+    training (``ImageClassifier`` does, in ``on_fit_start``). They are kept in the state dict, so a
+    checkpoint never refits them. ``forward`` only computes: no fitting, no branch on tensor values,
+    so ``torch.compile(fullgraph=True)`` takes it whole.
 
     Args:
         num_classes: Outputs of the head.
@@ -41,22 +42,22 @@ class ConvNet(nn.Module):
         self.logit_scale = 1 / 9
 
     def forward(self, images: Tensor) -> Tensor:
-        if self.training and not self.whitening_fitted:
-            self.fit_whitening(images)
         return self.head(self.features(self.whiten(images))) * self.logit_scale
 
     @torch.no_grad()
     def fit_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
-        """Set the whitening filters from the 2x2 patches of ``images`` (normalized, N x C x H x W)."""
+        """Set the whitening filters from the 2x2 patches of ``images`` (normalized, N x C x H x W).
+
+        Computed in float32 whatever autocast is active: the same images give the same filters under
+        every precision (in bfloat16 the covariance would be off, and CUDA's ``eigh`` refuses it).
+        """
         channels = images.shape[1]
-        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, channels * 4)
-        covariance = patches.T @ patches / len(patches)
-        if dist.is_available() and dist.is_initialized():  # every rank must get the same filters
-            dist.all_reduce(covariance)
-            covariance /= dist.get_world_size()
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        with torch.autocast(images.device.type, enabled=False):
+            patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, channels * 4)
+            covariance = patches.T @ patches / len(patches)
+            eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = eigenvectors.T.reshape(-1, channels, 2, 2) / torch.sqrt(eigenvalues + eps).view(-1, 1, 1, 1)
-        self.whiten.weight.copy_(torch.cat((filters, -filters)).to(self.whiten.weight.dtype))
+        self.whiten.weight.copy_(torch.cat((filters, -filters)))
         self.whitening_fitted.fill_(True)
 
 
