@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 # Imported so that configs and flags can name these classes by their short names
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
+from project.callbacks.checkpoint import Checkpoint
 from project.callbacks.finite_loss import StopOnNonFiniteLoss
 from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
@@ -60,7 +61,7 @@ class CLI(LightningCLI):
                 "callbacks": [LearningRateMonitor(logging_interval="step"), PredictionWriter(), GracefulStop(),
                               StopOnNonFiniteLoss()],
             },
-            # Run directories are versioned; this only matters with `--trainer.logger false`.
+            # Each run has its own directory; a requeued SLURM job continues in its run's and rewrites its config.
             save_config_kwargs={"overwrite": True},
             parser_kwargs={
                 subcommand: {"epilog": "Each part has its own help, e.g. `main.py fit --config configs/cifar.yaml "
@@ -84,9 +85,22 @@ class CLI(LightningCLI):
         # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
         # a CPU run stays in float32, where bfloat16 autocast is slower.
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+        if trainer.logger is False or trainer.logger == []:
+            raise ValueError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
+                             "is its logger's logs/<name>/version_<n>/, so every run needs a logger; keep the default "
+                             "TensorBoard logger or name another, e.g. --trainer.logger "
+                             "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs")
+        if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--trainer.accelerator {trainer.accelerator}: this machine has no CUDA GPU that torch "
+                             "can use; use --trainer.accelerator auto (the default) or cpu")
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
             trainer.precision = "bf16-mixed"
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        if config.get("enable_checkpointing") is False:  # Lightning refuses a checkpoint callback then
+            callbacks = [callback for callback in callbacks if not isinstance(callback, Checkpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -104,6 +118,10 @@ class CLI(LightningCLI):
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
+            if self.config.subcommand != "fit" and config.ckpt_path is None:
+                raise ValueError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
+                                 "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
+                                 "for the newest run of the config's logger name")
             self._check_checkpoint_arguments(config)
             self._model_as_given = _leaves(config.model)
 
@@ -121,9 +139,10 @@ class CLI(LightningCLI):
             if not zipfile.is_zipfile(path):
                 raise ValueError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
                                  "pass a .ckpt file from a run's checkpoints/ folder")
+            _check_integrity(path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -134,6 +153,18 @@ class CLI(LightningCLI):
             }
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+
+def _check_integrity(path: Path) -> None:
+    # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as err:
+        damaged = f"its container ({err})"
+    if damaged:
+        raise ValueError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
+                         "error? Nothing was loaded; use another checkpoint of the run")
 
 
 def _newest_last_checkpoint(trainer_config) -> Path:
@@ -167,7 +198,7 @@ def main() -> None:
     """Run the CLI; a user mistake found after parsing ends with its message, not a traceback."""
     try:
         CLI()
-    except (ValueError, OSError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError, MisconfigurationException) as err:
         _exit_with(str(_first_cause(err)))
     except SIGTERMException:  # GracefulStop saved a checkpoint and printed how to resume
         sys.exit(128 + signal.SIGTERM)
@@ -188,7 +219,7 @@ def _first_cause(err: BaseException) -> BaseException:
     # the Union subtypes ... Errors: ..."); the user needs the error it wraps.
     while str(err).startswith("Does not validate against any"):
         wrapped = err.__cause__ or err.__context__
-        if not isinstance(wrapped, (ValueError, OSError, FloatingPointError)):
+        if not isinstance(wrapped, (ValueError, OSError, FloatingPointError, MisconfigurationException)):
             break
         err = wrapped
     return err

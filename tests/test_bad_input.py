@@ -1,8 +1,8 @@
 """What a new user gets wrong, and what they see: one message naming the value and the fix, no traceback.
 
 Run in this process through `project.cli.main` (what `python main.py` runs), the way a user would
-type each mistake; tests/test_main.py runs a few of them as real subprocesses too. README,
-"When something is wrong", lists these cases.
+type each mistake; tests/test_main.py runs a few of them as real subprocesses too. The README's
+"Resume, interruptions and mistakes" lists these cases.
 """
 
 import errno
@@ -58,11 +58,34 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
     (["--ckpt_path", "last"], "--ckpt_path last: no run under logs/synthetic/ has checkpoints/last.ckpt"),
     (["--ckpt_path", "notes.txt"], "--ckpt_path notes.txt is not a checkpoint"),
     (["--trainer.logger.init_args.save_dir", "notes.txt"], "notes.txt"),
+    pytest.param(["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: this machine has no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
+    (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
+    (["--model.label_smoothing", "2"], "model.label_smoothing must be in [0, 1], got 2.0"),
+    (["--model.network.widths", "[0,0,0]"], "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]"),
+    (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
+    (["--checkpoint.monitor", "val/accuracy"],
+     "checkpoint.monitor 'val/accuracy' is not a logged metric; the logged ones are: train/loss, val/acc, val/loss"),
 ])
 def test_a_mistake_is_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not a checkpoint, not a folder")
     code, stderr = run_cli([*FIT, *args], tmp_path, monkeypatch, capsys)
     assert code != 0 and message.format(cwd=tmp_path) in stderr, stderr[-1500:]
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(tmp_path, monkeypatch, capsys, subcommand):
+    code, stderr = run_cli([subcommand, "--config", SYNTHETIC, *QUIET], tmp_path, monkeypatch, capsys)
+    assert code != 0 and f"error: {subcommand} evaluates trained weights: pass --ckpt_path" in stderr
+    assert not (tmp_path / "logs").exists()  # refused before anything ran
+
+
+def test_checkpointing_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--trainer.enable_checkpointing", "false"])
+    project.cli.main()
+    run = tmp_path / "logs" / "synthetic" / "version_0"
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
 
 
 def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
@@ -100,6 +123,17 @@ def test_a_checkpoint_of_another_model_is_refused(trained, monkeypatch, capsys):
     assert code != 0 and "the checkpoint does not fit the configured model" in stderr and "head.weight" in stderr
 
 
+def test_a_damaged_checkpoint_is_refused_before_anything_loads(trained, monkeypatch, capsys):
+    data = bytearray(trained.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(2000)  # 2,000 zeroed bytes inside the weights
+    damaged = trained.with_name("damaged.ckpt")
+    damaged.write_bytes(bytes(data))
+    code, stderr = run_cli(["validate", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(damaged)],
+                           trained.parents[4], monkeypatch, capsys)
+    assert code != 0 and f"--ckpt_path {damaged} is damaged" in stderr and "fails its checksum" in stderr
+
+
 def test_a_checkpoint_that_would_run_code_is_not_loaded(tmp_path, monkeypatch, capsys):
     torch.save({"state_dict": {}, "payload": Image.new("RGB", (1, 1))}, tmp_path / "downloaded.ckpt")  # any class
     code, stderr = run_cli([*FIT, "--ckpt_path", "downloaded.ckpt"], tmp_path, monkeypatch, capsys)
@@ -113,7 +147,10 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("project.plugins.atomic_checkpoint_io.os.fsync", disk_full)
-    code, stderr = run_cli([*FIT, "--ckpt_path", str(trained), "--trainer.max_epochs", "2"],
+    # Resumed into its own run directory, with no best checkpoint to save first: the failing write is
+    # the new last.ckpt over the old one.
+    code, stderr = run_cli([*FIT, "--ckpt_path", str(trained), "--trainer.max_epochs", "2",
+                            "--trainer.logger.init_args.version", "0", "--checkpoint.save_top_k", "0"],
                            trained.parents[4], monkeypatch, capsys)
     assert code != 0 and "could not write checkpoint" in stderr and "No space left on device" in stderr
     assert trained.read_bytes() == before

@@ -133,3 +133,22 @@ def test_a_users_own_lightning_module_gets_the_same_wiring():
     scheduler = fit_briefly(cli)
     assert isinstance(scheduler, WarmupCosine) and scheduler.total_steps == 8 and scheduler.last_epoch == 8
     assert cli.trainer.lr_scheduler_configs[0].interval == "step"
+
+
+@pytest.mark.parametrize("flags", [["--trainer.fast_dev_run", "true"],
+                                   ["--trainer.overfit_batches", "2", "--trainer.max_epochs", "2"]])
+def test_lightnings_debugging_flags_run_without_the_schedule(flags):
+    cli = parse(*flags, "--trainer.enable_progress_bar", "false")
+    with pytest.warns(UserWarning, match=rf"trainer.{flags[0][10:]} is set: this debugging run skips the LR schedule"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step > 0 and not cli.trainer.lr_scheduler_configs
+
+
+def test_bf16_mixed_is_the_default_where_torch_sees_a_gpu_and_an_explicit_precision_is_kept(monkeypatch):
+    # The CLI's choice only: Lightning counts CUDA devices itself, finds none here and runs on the CPU.
+    with monkeypatch.context() as gpu:
+        gpu.setattr(torch.cuda, "is_available", lambda: True)
+        gpu.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+        assert parse().trainer.precision == "bf16-mixed"
+        assert parse("--trainer.precision", "32-true").trainer.precision == "32-true"
+    assert parse().trainer.precision == "32-true"  # a CPU run stays in float32

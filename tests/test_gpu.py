@@ -28,13 +28,6 @@ def test_a_gpu_run_uses_bf16_channels_last_and_keeps_the_data_on_the_device(tmp_
     assert cli.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 5
 
 
-def test_an_explicit_precision_is_kept(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["main.py"])
-    cli = CLI(args=["--config", SYNTHETIC, "--trainer.precision", "32-true"], run=False)
-    assert cli.trainer.precision == "32-true"
-
-
 def test_the_flagship_optimizer_keeps_the_filters_channels_last_and_normalized(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["main.py"])

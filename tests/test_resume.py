@@ -71,6 +71,15 @@ def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(i
     assert "WarmupCosine resumes the checkpoint's schedule; configured values not applied: total_steps 24 (kept: 72)" in result.stderr
 
 
+def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted):
+    workdir, _ = interrupted
+    checkpoint = workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(checkpoint), "--trainer.max_epochs", "4",
+                      cwd=workdir)
+    assert ("total_steps 96 (kept: 72). The schedule ends at step 72: the 24 steps this run adds after it run at "
+            "the floor LR (min_lr_ratio 0.0 x the base LR)") in " ".join(result.stderr.split())
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
                       "--trainer.callbacks.step=30", cwd=tmp_path, check=False)
@@ -80,3 +89,22 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] == 24  # the end of epoch 0, before the NaN
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactly(tmp_path):
+    # Best by the highest val/loss is epoch 0, and max_steps 30 stops mid-epoch 1: Lightning's own
+    # ModelCheckpoint would leave last.ckpt at step 24. The schedule's length is fixed, so that the
+    # extended run and the uninterrupted one follow the same schedule.
+    flags = ["--config", SYNTHETIC, *QUIET, "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "max",
+             "--model.scheduler.total_steps", "40"]
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "uninterrupted").mkdir()
+    run_main("fit", *flags, "--trainer.max_steps", "30", cwd=tmp_path / "stopped")
+    checkpoints = tmp_path / "stopped" / "logs" / "synthetic" / "version_0" / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 30
+    assert [p.name[:17] for p in checkpoints.glob("best-*")] == ["best-epoch000-acc"]
+    run_main("fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last", cwd=tmp_path / "stopped")
+    run_main("fit", *flags, "--trainer.max_steps", "40", cwd=tmp_path / "uninterrupted")
+    extended = load_weights(tmp_path / "stopped" / "logs" / "synthetic" / "version_1" / "checkpoints" / "last.ckpt")
+    expected = load_weights(tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(expected[k], extended[k]) for k in expected)  # bit-identical

@@ -52,6 +52,8 @@ class ImageClassifier(LightningModule):
         super().__init__()
         if tta_level not in (0, 1, 2):
             raise ValueError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
         self.save_hyperparameters()
         self.network = network(num_classes)
         self.optimizer, self.scheduler = optimizer, scheduler

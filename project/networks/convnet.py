@@ -29,6 +29,8 @@ class ConvNet(nn.Module):
         batchnorm_momentum: float = 0.4,
     ) -> None:
         super().__init__()
+        if not widths or min(widths) < 1:
+            raise ValueError(f"ConvNet widths must be one or more channel counts >= 1, got {list(widths)}")
         whitened = 2 * in_channels * 2 * 2  # each 2x2 patch eigenvector, and its negative
         # Fitted, not trained. (airbench94 trains a bias here for 3 epochs; a bias-free layer keeps
         # the network free of epoch-dependent rules, and the 1-D parameters are all BatchNorm biases.)

@@ -32,7 +32,8 @@ def configure_optimizers(
     A scheduler with a ``total_steps`` argument left unset (``WarmupCosine``, torch's
     ``OneCycleLR``) gets ``trainer.estimated_stepping_batches``, which follows max_epochs,
     max_steps, accumulate_grad_batches, limit_train_batches and the device count. A value set in
-    the config or on the command line wins.
+    the config or on the command line wins. A debugging run (``fast_dev_run``, ``overfit_batches``)
+    skips the scheduler, with a warning: a schedule sized for the real run cannot fit in its few steps.
     """
     if bias_lr_scale <= 0:
         raise ValueError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
@@ -47,6 +48,10 @@ def configure_optimizers(
     opt.register_load_state_dict_pre_hook(partial(_warn_if_not_applied, skip={"params", "initial_lr", "lr"}
                                                   if scheduler is not None else {"params", "initial_lr"}))
     if scheduler is None:
+        return opt
+    debugging = [flag for flag in ("fast_dev_run", "overfit_batches") if getattr(module.trainer, flag)]
+    if debugging:
+        warnings.warn(f"trainer.{debugging[0]} is set: this debugging run skips the LR schedule (constant base LR)")
         return opt
     if not _total_steps_unset(scheduler):
         lr_scheduler = scheduler(opt)

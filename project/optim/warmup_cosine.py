@@ -78,8 +78,12 @@ class WarmupCosine(LRScheduler):
         ignored = [f"{name} {configured[name]} (kept: {getattr(self, name)})"
                    for name in _SHAPE if configured[name] != getattr(self, name)]
         if ignored:
+            added = configured["total_steps"] - self.total_steps
+            extended = (f" The schedule ends at step {self.total_steps}: the {added} steps this run adds after it run "
+                        f"at the floor LR (min_lr_ratio {self.min_lr_ratio} x the base LR)." if added > 0 else "")
             warnings.warn("WarmupCosine resumes the checkpoint's schedule; configured values not applied: "
-                          + ", ".join(ignored) + ". To change the schedule, start a new run.", stacklevel=2)
+                          + ", ".join(ignored) + "." + extended + " To change the schedule, start a new run.",
+                          stacklevel=2)
         # Building a scheduler writes step 0's LR into the optimizer; if the optimizer was restored
         # before that, its LR is now wrong for the restored step. Write the restored step's LR.
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
