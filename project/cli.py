@@ -5,7 +5,6 @@ import pickle
 import signal
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from project.callbacks.finite_loss import StopOnNonFiniteLoss
 from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
+from project.checkpoints import check_checkpoint_file, checkpoint_step, newest_last_checkpoint, run_continued_by
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
 from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
@@ -43,7 +43,9 @@ class CLI(LightningCLI):
       ``checkpoints/last.ckpt`` and the best checkpoint by ``val/acc``.
     - On a GPU, ``bf16-mixed`` precision unless ``--trainer.precision`` says otherwise.
     - Checkpoints are written atomically, loaded with ``weights_only=True`` unless told otherwise,
-      and ``--ckpt_path last`` means the newest ``last.ckpt`` of this logger name's runs.
+      and ``--ckpt_path last`` means the newest ``last.ckpt`` of this logger name's runs (for fit: or a
+      fresh start if there is none). Resuming a run's own ``last.ckpt`` continues in that run's directory
+      (``project/checkpoints.py``).
     - Ctrl-C or SIGTERM saves a resumable checkpoint; a non-finite loss stops the run.
     """
 
@@ -122,24 +124,34 @@ class CLI(LightningCLI):
                 raise ValueError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
                                  "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
                                  "for the newest run of the config's logger name")
-            self._check_checkpoint_arguments(config)
+            self._check_checkpoint_arguments(self.config.subcommand, config)
             self._model_as_given = _leaves(config.model)
 
-    def _check_checkpoint_arguments(self, config) -> None:
+    def _check_checkpoint_arguments(self, subcommand: str, config) -> None:
         # Before LightningCLI reads the checkpoint's hyperparameters, so that these errors come first.
         if config.weights_only is None:
             config.weights_only = True  # a checkpoint is data: loading one must not run code (README, Trust)
+        logger_args = getattr(config.trainer.logger, "init_args", None) or {}
         if config.ckpt_path == "last":
-            config.ckpt_path = str(_newest_last_checkpoint(config.trainer))
+            newest = newest_last_checkpoint(logger_args, required=subcommand != "fit")
+            config.ckpt_path = str(newest) if newest else None
         elif config.ckpt_path is not None and config.ckpt_path not in ("best", "hpc"):
-            path = Path(config.ckpt_path)
-            if not path.is_file():
-                raise FileNotFoundError(f"--ckpt_path {path}: no such file. A run's checkpoints are in "
-                                        "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt")
-            if not zipfile.is_zipfile(path):
-                raise ValueError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
-                                 "pass a .ckpt file from a run's checkpoints/ folder")
-            _check_integrity(path)
+            check_checkpoint_file(Path(config.ckpt_path))
+        if subcommand == "fit" and config.ckpt_path not in (None, "best", "hpc"):
+            self._continue_run(config, Path(config.ckpt_path), logger_args)
+
+    def _continue_run(self, config, checkpoint: Path, logger_args) -> None:
+        # Resuming a run's last.ckpt logs into that run: its TensorBoard curves go on (points that the
+        # stopped process logged after the checkpoint are dropped), its config.yaml is kept, and this
+        # resume's config is saved beside it.
+        run = run_continued_by(checkpoint, logger_args)
+        if run is None:
+            return
+        step = checkpoint_step(checkpoint)
+        logger_args["version"] = run.name
+        if config.trainer.logger.class_path.endswith(".TensorBoardLogger"):
+            logger_args["purge_step"] = step  # passed on to TensorBoard's SummaryWriter
+        self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config-resumed-at-step{step}.yaml"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
@@ -150,37 +162,11 @@ class CLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # A resumed run writes into its own directory: its last.ckpt is replaced, not joined by last-v1.ckpt.
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-
-
-def _check_integrity(path: Path) -> None:
-    # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, EOFError) as err:
-        damaged = f"its container ({err})"
-    if damaged:
-        raise ValueError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
-                         "error? Nothing was loaded; use another checkpoint of the run")
-
-
-def _newest_last_checkpoint(trainer_config) -> Path:
-    # Lightning resolves "last" in the new run's own, still empty, folder; users mean the run they stopped.
-    logger = trainer_config.logger
-    init_args = getattr(logger, "init_args", None) or {}
-    if not init_args.get("save_dir"):
-        raise ValueError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
-                         "pass the checkpoint's path instead")
-    root = Path(init_args["save_dir"]) / (init_args.get("name") or "")
-    candidates = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"--ckpt_path last: no run under {root}/ has checkpoints/last.ckpt; "
-                                "pass the checkpoint's path instead")
-    print(f"--ckpt_path last: resuming from {candidates[-1]}", file=sys.stderr)
-    return candidates[-1]
 
 
 def _leaves(namespace) -> dict:

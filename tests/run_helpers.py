@@ -11,7 +11,8 @@ from project.data.synthetic import SyntheticDataModule
 
 
 class SaveWeightsPerRank(Callback):
-    """At the end of fit, each rank saves its parameters to ``<dirpath>/rank<global rank>.pt``."""
+    """At the end of fit, each rank saves its parameters, and the training indices its loader draws
+    (for the next epoch), to ``<dirpath>/rank<global rank>.pt``."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
@@ -19,7 +20,8 @@ class SaveWeightsPerRank(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         weights = {name: p.detach().cpu() for name, p in pl_module.named_parameters()}
-        torch.save({"weights": weights, "world_size": trainer.world_size, "pid": os.getpid()},
+        torch.save({"weights": weights, "world_size": trainer.world_size, "pid": os.getpid(),
+                    "shard": trainer.train_dataloader.indices(), "train_size": len(trainer.datamodule.splits["train"][0])},
                    self.dirpath / f"rank{trainer.global_rank}.pt")
 
 

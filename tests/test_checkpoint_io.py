@@ -1,34 +1,41 @@
 """Checkpoint writes are atomic: a process killed mid-save leaves the previous checkpoint whole."""
 
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 
 from conftest import REPO
 
+# Saves version 0, then dies by SIGKILL once `kill_at` bytes of version 1 have reached the disk.
 WRITER = textwrap.dedent("""
-    import sys, torch
-    from project.plugins.atomic_checkpoint_io import AtomicCheckpointIO
-    io, path = AtomicCheckpointIO(), sys.argv[1]
-    for version in range(1_000_000):
-        io.save_checkpoint({"version": version, "weights": torch.full((8_000_000,), float(version))}, path)
-        print(version, flush=True)
+    import io, os, signal, sys, torch
+    import project.plugins.atomic_checkpoint_io as atomic
+    path, kill_at = sys.argv[1], int(sys.argv[2])
+
+    class DiesMidWrite(io.FileIO):
+        written = 0
+
+        def write(self, data):
+            if self.written + len(data) >= kill_at:
+                super().write(bytes(data)[: kill_at - self.written])
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.written += len(data)
+            return super().write(data)
+
+    writer = atomic.AtomicCheckpointIO()
+    writer.save_checkpoint({"version": 0, "weights": torch.zeros(1_000_000)}, path)
+    atomic.open = DiesMidWrite  # the module's own open(), as the next save calls it
+    writer.save_checkpoint({"version": 1, "weights": torch.ones(1_000_000)}, path)
 """)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.13, 0.31])
-def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path, delay):
+@pytest.mark.parametrize("kill_at", [1, 2_000_000, 3_990_000])  # bytes into a 4 MB checkpoint
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path, kill_at):
     path = tmp_path / "last.ckpt"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    saved = int(writer.stdout.readline())  # one 32 MB checkpoint is complete; the next is being written
-    time.sleep(delay)
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
+    result = subprocess.run([sys.executable, "-c", WRITER, str(path), str(kill_at)], cwd=REPO, capture_output=True)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]  # killed mid-write, as planned
     checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["version"] >= saved
-    assert torch.equal(checkpoint["weights"], torch.full((8_000_000,), float(checkpoint["version"])))
+    assert checkpoint["version"] == 0 and torch.equal(checkpoint["weights"], torch.zeros(1_000_000))

@@ -25,6 +25,9 @@ def assert_ranks_agree(weights_dir):
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     assert ranks[0]["weights"].keys() == ranks[1]["weights"].keys()
     assert all(torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]) for k in ranks[0]["weights"])
+    # Each rank draws its own half of the training set through the datamodule: disjoint, equal, complete.
+    shards = [set(r["shard"].tolist()) for r in ranks]
+    assert len(shards[0]) == len(shards[1]) == ranks[0]["train_size"] // 2 and not shards[0] & shards[1]
 
 
 def assert_written_once(workdir):

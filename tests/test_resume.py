@@ -1,5 +1,7 @@
 """Interrupt a real `python main.py fit` with a real signal, resume it, and get the uninterrupted run."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -21,9 +23,12 @@ def load_weights(checkpoint):
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
+    """A run stopped by SIGTERM at step 5, and a copy of its checkpoint outside the run (resuming a copy
+    starts a new run directory; resuming the run's own last.ckpt continues the run)."""
     workdir = tmp_path_factory.mktemp("interrupted")
     result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, *stop_at(STOP_AT, "SIGTERM"),
                       cwd=workdir, check=False)
+    shutil.copy(workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt", workdir / "step5.ckpt")
     return workdir, result
 
 
@@ -36,18 +41,21 @@ def test_sigterm_saves_a_resumable_checkpoint_and_says_how_to_resume(interrupted
     assert torch.load(workdir / run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STOP_AT
 
 
-def test_resuming_with_ckpt_path_last_continues_exactly_like_the_uninterrupted_run(interrupted, run_dir):
+def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_uninterrupted_run(interrupted, run_dir):
     workdir, _ = interrupted
+    run = workdir / "logs" / "synthetic" / "version_0"
+    config = (run / "config.yaml").read_bytes()
     result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, "--ckpt_path", "last", cwd=workdir)
-    first, resumed = (workdir / "logs" / "synthetic" / f"version_{v}" for v in (0, 1))
     assert "resuming from logs/synthetic/version_0/checkpoints/last.ckpt" in result.stderr
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # the same run, no new version
+    assert (run / "config.yaml").read_bytes() == config and (run / f"config-resumed-at-step{STOP_AT}.yaml").is_file()
     for group in ("pg1", "pg2"):
-        reference = scalars(run_dir, f"lr-AdamW/{group}")
-        assert scalars(first, f"lr-AdamW/{group}") == reference[:STOP_AT]
-        assert scalars(resumed, f"lr-AdamW/{group}") == reference[STOP_AT:]  # every later step, same step numbers
-    expected, got = load_weights(run_dir / "checkpoints" / "last.ckpt"), load_weights(resumed / "checkpoints" / "last.ckpt")
+        # One curve per tag: the first process's steps, then the resumed one's, each step once.
+        assert scalars(run, f"lr-AdamW/{group}") == scalars(run_dir, f"lr-AdamW/{group}")
+    expected, got = load_weights(run_dir / "checkpoints" / "last.ckpt"), load_weights(run / "checkpoints" / "last.ckpt")
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)  # bit-identical
-    assert [s for s, _ in scalars(resumed, "val/acc")] == [s for s, _ in scalars(run_dir, "val/acc")]
+    assert [s for s, _ in scalars(run, "val/acc")] == [s for s, _ in scalars(run_dir, "val/acc")]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"  # replaced, no last-v1.ckpt
 
 
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
@@ -60,8 +68,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
 
 def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
     workdir, _ = interrupted
-    checkpoint = workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(checkpoint), "--trainer.max_epochs", "1",
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "1",
                       "--model.scheduler.warmup_steps", "4", "--model.optimizer.lr", "0.02",
                       "--model.optimizer.weight_decay", "0.1", cwd=workdir)
     # The model's settings come from the checkpoint (LightningCLI), the schedule's length from the trainer.
@@ -73,8 +80,7 @@ def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(i
 
 def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted):
     workdir, _ = interrupted
-    checkpoint = workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(checkpoint), "--trainer.max_epochs", "4",
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "4",
                       cwd=workdir)
     assert ("total_steps 96 (kept: 72). The schedule ends at step 72: the 24 steps this run adds after it run at "
             "the floor LR (min_lr_ratio 0.0 x the base LR)") in " ".join(result.stderr.split())
@@ -103,8 +109,22 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     checkpoints = tmp_path / "stopped" / "logs" / "synthetic" / "version_0" / "checkpoints"
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 30
     assert [p.name[:17] for p in checkpoints.glob("best-*")] == ["best-epoch000-acc"]
+    [best] = checkpoints.glob("best-*")
     run_main("fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last", cwd=tmp_path / "stopped")
     run_main("fit", *flags, "--trainer.max_steps", "40", cwd=tmp_path / "uninterrupted")
-    extended = load_weights(tmp_path / "stopped" / "logs" / "synthetic" / "version_1" / "checkpoints" / "last.ckpt")
+    extended = load_weights(checkpoints / "last.ckpt")
     expected = load_weights(tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")
     assert all(torch.equal(expected[k], extended[k]) for k in expected)  # bit-identical
+    # Resuming an older checkpoint of the run branches into a new run: the run's newer last.ckpt stays.
+    final = (checkpoints / "last.ckpt").read_bytes()
+    run_main("fit", *flags, "--trainer.max_steps", "26", "--ckpt_path", str(best), cwd=tmp_path / "stopped")
+    assert (checkpoints / "last.ckpt").read_bytes() == final
+    assert torch.load(checkpoints.parents[1] / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 26
+
+
+def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path):
+    # So that one command line can be resubmitted after any crash or preemption.
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "12", "--ckpt_path", "last",
+                      cwd=tmp_path)
+    assert "--ckpt_path last: no run under logs/synthetic/ yet; starting one" in result.stderr
+    assert torch.load(tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12

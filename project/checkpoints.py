@@ -1,0 +1,66 @@
+"""Which checkpoint a command means, whether it is whole, and which run directory a resume continues."""
+
+import sys
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Raise a one-line error unless ``path`` is a whole checkpoint file, before anything loads it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such file. A run's checkpoints are in "
+                                "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
+                         "pass a .ckpt file from a run's checkpoints/ folder")
+    # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as err:
+        damaged = f"its container ({err})"
+    if damaged:
+        raise ValueError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
+                         "error? Nothing was loaded; use another checkpoint of the run")
+
+
+def runs_root(logger_args: dict) -> Path:
+    """``<save_dir>/<name>``: where the configured logger keeps this config's runs."""
+    if not logger_args.get("save_dir"):
+        raise ValueError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
+                         "pass the checkpoint's path instead")
+    return Path(logger_args["save_dir"]) / (logger_args.get("name") or "")
+
+
+def newest_last_checkpoint(logger_args: dict, required: bool) -> Optional[Path]:
+    """The newest ``<run>/checkpoints/last.ckpt`` of this config's runs; None (a fresh start) if there is none
+    and it is not ``required``. (Lightning resolves "last" in the new run's own, still empty, folder.)"""
+    root = runs_root(logger_args)
+    candidates = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if candidates:
+        print(f"--ckpt_path last: resuming from {candidates[-1]}", file=sys.stderr)
+        return candidates[-1]
+    if required:
+        raise FileNotFoundError(f"--ckpt_path last: no run under {root}/ has checkpoints/last.ckpt; "
+                                "pass the checkpoint's path instead")
+    print(f"--ckpt_path last: no run under {root}/ yet; starting one", file=sys.stderr)
+    return None
+
+
+def run_continued_by(checkpoint: Path, logger_args: dict) -> Optional[Path]:
+    """The run directory that resuming ``checkpoint`` continues: its own, if it is that run's newest state
+    (``<save_dir>/<name>/<run>/checkpoints/last.ckpt``). Any other checkpoint (a best one, one copied
+    elsewhere) starts a new run, so that the newer checkpoints of its run are never overwritten."""
+    run = checkpoint.parent.parent
+    if (checkpoint.name == "last.ckpt" and checkpoint.parent.name == "checkpoints" and logger_args.get("save_dir")
+            and run.parent.resolve() == runs_root(logger_args).resolve()):
+        return run
+    return None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was taken at, read without loading its tensors."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
