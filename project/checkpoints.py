@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
+
+from project.errors import UsageError
 
 
 def check_checkpoint_file(path: Path) -> None:
@@ -14,7 +17,7 @@ def check_checkpoint_file(path: Path) -> None:
         raise FileNotFoundError(f"--ckpt_path {path}: no such file. A run's checkpoints are in "
                                 "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
+        raise UsageError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
                          "pass a .ckpt file from a run's checkpoints/ folder")
     # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
     try:
@@ -23,14 +26,14 @@ def check_checkpoint_file(path: Path) -> None:
     except (zipfile.BadZipFile, EOFError) as err:
         damaged = f"its container ({err})"
     if damaged:
-        raise ValueError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
+        raise UsageError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
                          "error? Nothing was loaded; use another checkpoint of the run")
 
 
 def runs_root(logger_args: dict) -> Path:
     """``<save_dir>/<name>``: where the configured logger keeps this config's runs."""
     if not logger_args.get("save_dir"):
-        raise ValueError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
+        raise UsageError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
                          "pass the checkpoint's path instead")
     return Path(logger_args["save_dir"]) / (logger_args.get("name") or "")
 
@@ -64,3 +67,17 @@ def run_continued_by(checkpoint: Path, logger_args: dict) -> Optional[Path]:
 def checkpoint_step(path: Path) -> int:
     """The global step a checkpoint was taken at, read without loading its tensors."""
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+
+
+def check_checkpoint_fits(model: nn.Module, path: Path, weights_only: bool) -> None:
+    """Raise a one-line error naming the differences if the checkpoint's weights do not fit ``model``."""
+    saved = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True).get("state_dict", {})
+    expected = model.state_dict()
+    differences = [f"{key} is {tuple(saved[key].shape)} there, {tuple(value.shape)} here"
+                   for key, value in expected.items() if key in saved and saved[key].shape != value.shape]
+    differences += [f"{key} is not there" for key in expected if key not in saved]
+    differences += [f"{key} is not in this model" for key in saved if key not in expected]
+    if differences:
+        more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+        raise UsageError("the checkpoint does not fit the configured model (another network, widths or number of "
+                         f"classes?): {'; '.join(differences[:3])}{more}")

@@ -6,6 +6,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 from pytorch_lightning import Trainer
@@ -21,10 +22,17 @@ from project.callbacks.finite_loss import StopOnNonFiniteLoss
 from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
-from project.checkpoints import check_checkpoint_file, checkpoint_step, newest_last_checkpoint, run_continued_by
+from project.checkpoints import (
+    check_checkpoint_file,
+    check_checkpoint_fits,
+    checkpoint_step,
+    newest_last_checkpoint,
+    run_continued_by,
+)
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
 from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
+from project.errors import UsageError
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
@@ -88,12 +96,12 @@ class CLI(LightningCLI):
         # a CPU run stays in float32, where bfloat16 autocast is slower.
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         if trainer.logger is False or trainer.logger == []:
-            raise ValueError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
+            raise UsageError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
                              "is its logger's logs/<name>/version_<n>/, so every run needs a logger; keep the default "
                              "TensorBoard logger or name another, e.g. --trainer.logger "
                              "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs")
         if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--trainer.accelerator {trainer.accelerator}: this machine has no CUDA GPU that torch "
+            raise UsageError(f"--trainer.accelerator {trainer.accelerator}: this machine has no CUDA GPU that torch "
                              "can use; use --trainer.accelerator auto (the default) or cpu")
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
@@ -121,7 +129,7 @@ class CLI(LightningCLI):
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
             if self.config.subcommand != "fit" and config.ckpt_path is None:
-                raise ValueError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
+                raise UsageError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
                                  "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
                                  "for the newest run of the config's logger name")
             self._check_checkpoint_arguments(self.config.subcommand, config)
@@ -153,6 +161,13 @@ class CLI(LightningCLI):
             logger_args["purge_step"] = step  # passed on to TensorBoard's SummaryWriter
         self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config-resumed-at-step{step}.yaml"}
 
+    def _check_checkpoint_fits(self) -> None:
+        config = self.config[self.subcommand]
+        if config.ckpt_path not in (None, "best", "hpc"):
+            check_checkpoint_fits(self.model, Path(config.ckpt_path), config.weights_only)
+
+    before_fit = before_validate = before_test = before_predict = _check_checkpoint_fits
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
@@ -180,34 +195,34 @@ def _leaves(namespace) -> dict:
     return dict(walk(namespace.as_dict() if hasattr(namespace, "as_dict") else namespace, ""))
 
 
+# What a user can get wrong: the template's own checks, Lightning's configuration checks, the file
+# system (a missing file, a full disk) and a diverging run. Anything else is a bug, in the template or
+# in the user's own code, and keeps its traceback.
+MISTAKES = (UsageError, MisconfigurationException, OSError, FloatingPointError)
+
+
 def main() -> None:
     """Run the CLI; a user mistake found after parsing ends with its message, not a traceback."""
     try:
         CLI()
-    except (ValueError, OSError, FloatingPointError, MisconfigurationException) as err:
-        _exit_with(str(_first_cause(err)))
     except SIGTERMException:  # GracefulStop saved a checkpoint and printed how to resume
         sys.exit(128 + signal.SIGTERM)
     except pickle.UnpicklingError:
         _exit_with("the checkpoint holds more than weights (objects of other classes) and was not loaded: loading "
                    "it could run code. If you trust its source, pass --weights_only false")
-    except RuntimeError as err:
-        if "Error(s) in loading state_dict" in str(err):
-            _exit_with("the checkpoint does not fit the configured model (another network, widths or number "
-                       f"of classes?): {str(err)[:400]}")
-        if not _lost_another_process(err):
-            raise
-        _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
+    except Exception as err:
+        mistake = _mistake_in(err)
+        if mistake is not None:
+            _exit_with(str(mistake))
+        if isinstance(err, RuntimeError) and _lost_another_process(err):
+            _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
+        raise
 
 
-def _first_cause(err: BaseException) -> BaseException:
-    # jsonargparse wraps an error raised while building a class ("Does not validate against any of
-    # the Union subtypes ... Errors: ..."); the user needs the error it wraps.
-    while str(err).startswith("Does not validate against any"):
-        wrapped = err.__cause__ or err.__context__
-        if not isinstance(wrapped, (ValueError, OSError, FloatingPointError, MisconfigurationException)):
-            break
-        err = wrapped
+def _mistake_in(err: Optional[BaseException]) -> Optional[BaseException]:
+    # jsonargparse raises its own ValueError from the error of a class it could not build: follow the cause.
+    while err is not None and not isinstance(err, MISTAKES):
+        err = err.__cause__
     return err
 
 

@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from project.data.synthetic import SyntheticDataModule
+from project.models.classifier import ImageClassifier
 
 
 class SaveWeightsPerRank(Callback):
@@ -59,3 +60,10 @@ class PoisonWeightsAtStep(Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 pl_module.network.head.weight.fill_(float("inf"))
+
+
+class ModuleWithABug(ImageClassifier):
+    """A user's own LightningModule whose training_step has a bug."""
+
+    def training_step(self, batch, batch_idx):
+        raise ValueError("a bug in my training_step")

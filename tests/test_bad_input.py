@@ -90,6 +90,14 @@ def test_checkpointing_can_be_switched_off(tmp_path, monkeypatch):
     assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
 
 
+def test_a_bug_in_the_users_own_module_keeps_its_traceback(tmp_path, monkeypatch):
+    # A ValueError, like most of the template's own checks: told apart by type (UsageError), not by the class.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--model", "tests.run_helpers.ModuleWithABug"])
+    with pytest.raises(ValueError, match="a bug in my training_step"):
+        project.cli.main()
+
+
 def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "typo.yaml").write_text("trainer:\n  max_epoch: 3\n")
     code, stderr = run_cli([*FIT, "--config", "typo.yaml"], tmp_path, monkeypatch, capsys)

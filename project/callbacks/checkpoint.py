@@ -4,6 +4,8 @@
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from project.errors import UsageError
+
 
 class Checkpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` (with ``save_last=True``) follows the run to its end.
@@ -28,7 +30,7 @@ class Checkpoint(ModelCheckpoint):
         if self._metrics_seen_in_validation is not None:
             logged, self._metrics_seen_in_validation = self._metrics_seen_in_validation | set(trainer.callback_metrics), None
             if self.monitor and self.monitor not in logged:
-                raise ValueError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
+                raise UsageError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
                                  f"{', '.join(sorted(logged))}")
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 

@@ -12,6 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from project.data.in_memory import Flip, InMemoryImageDataModule
+from project.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -51,11 +52,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self._caches: dict[str, Optional[Path]] = {}
         self.class_names = _class_folders(self.root / "train")
         if not self.class_names:
-            raise ValueError(f"image folder {self.root / 'train'} has no class folders: expected "
+            raise UsageError(f"image folder {self.root / 'train'} has no class folders: expected "
                              f"{self.root}/train/<class>/<image files>")
         test_classes = _class_folders(self.root / "test")
         if test_classes != self.class_names:
-            raise ValueError(f"class folders differ between {self.root / 'train'} {self.class_names} and "
+            raise UsageError(f"class folders differ between {self.root / 'train'} {self.class_names} and "
                              f"{self.root / 'test'} {test_classes}: both need the same classes")
 
     def prepare_data(self) -> None:
@@ -94,7 +95,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     def _list(self, folder: Path) -> tuple[list[str], list[int]]:
         classes = _class_folders(folder)
         if classes != self.class_names:
-            raise ValueError(f"class folders of {folder} {classes} differ from those of train/ {self.class_names}")
+            raise UsageError(f"class folders of {folder} {classes} differ from those of train/ {self.class_names}")
         files, labels = [], []
         for label, name in enumerate(self.class_names):
             # Plain strings and os.scandir: Path objects cost seconds over CIFAR-10's 60,000 files.
@@ -102,7 +103,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 found = sorted(entry.path for entry in entries if not entry.name.startswith(".")
                                and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES)
             if not found:
-                raise ValueError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise UsageError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += found
             labels += [label] * len(found)
         return files, labels
@@ -144,4 +145,4 @@ def _decode(path: str, size: int) -> np.ndarray:
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError) as err:  # PIL: unidentified, truncated or corrupt image
-        raise ValueError(f"cannot read image {path}: {err}") from None
+        raise UsageError(f"cannot read image {path}: {err}") from None

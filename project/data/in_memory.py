@@ -9,6 +9,7 @@ from torch import Tensor
 
 from project.data.augment import random_shift_and_flip
 from project.data.batches import TensorBatches
+from project.errors import UsageError
 
 Split = tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
 Flip = Literal["random", "alternating", "none"]
@@ -44,11 +45,11 @@ class InMemoryImageDataModule(LightningDataModule):
     def __init__(self, batch_size: int, val_size: int, crop_padding: int = 4, flip: Flip = "random") -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"data.batch_size must be >= 1, got {batch_size}")
         if val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+            raise UsageError(f"data.val_size must be >= 0, got {val_size}")
         if flip not in ("random", "alternating", "none"):
-            raise ValueError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
+            raise UsageError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
         self.batch_size, self.val_size, self.crop_padding, self.flip = batch_size, val_size, crop_padding, flip
         self.splits: dict[str, Split] = {}
         self.resume_at: Optional[tuple[int, int]] = None  # (epoch, batch) from a checkpoint
@@ -148,7 +149,7 @@ class InMemoryImageDataModule(LightningDataModule):
     def _hold_out(self, train: Split) -> tuple[Split, Split]:
         images, labels = train
         if self.val_size >= len(images):
-            raise ValueError(f"data.val_size must be smaller than the training set ({len(images)} images), "
+            raise UsageError(f"data.val_size must be smaller than the training set ({len(images)} images), "
                              f"got {self.val_size}")
         # A fixed generator, not the run's seed: every run validates on the same images.
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))

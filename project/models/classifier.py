@@ -8,6 +8,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from project.errors import UsageError
 from project.models.tta import logits_with_tta
 from project.networks.convnet import ConvNet
 from project.optim.configure import configure_optimizers
@@ -51,9 +52,9 @@ class ImageClassifier(LightningModule):
     ) -> None:
         super().__init__()
         if tta_level not in (0, 1, 2):
-            raise ValueError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
+            raise UsageError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
+            raise UsageError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
         self.save_hyperparameters()
         self.network = network(num_classes)
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -89,7 +90,7 @@ class ImageClassifier(LightningModule):
         if hasattr(data, "plain_train_images"):  # InMemoryImageDataModule: random images, not augmented
             return data.plain_train_images(count)
         if data is None:
-            raise ValueError("ImageClassifier fits the network's whitening layer to training images from the "
+            raise UsageError("ImageClassifier fits the network's whitening layer to training images from the "
                              "datamodule: pass one (trainer.fit(model, datamodule=...)), not bare dataloaders")
         return next(iter(data.train_dataloader()))[0][:count].to(self.device)  # its first batch, as it comes
 

@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor, nn
 
+from project.errors import UsageError
+
 
 class ConvNet(nn.Module):
     """The network of airbench94 (Keller Jordan, 2024; arXiv 2404.00498), 94% on CIFAR-10 in 10 epochs.
@@ -30,7 +32,7 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         if not widths or min(widths) < 1:
-            raise ValueError(f"ConvNet widths must be one or more channel counts >= 1, got {list(widths)}")
+            raise UsageError(f"ConvNet widths must be one or more channel counts >= 1, got {list(widths)}")
         whitened = 2 * in_channels * 2 * 2  # each 2x2 patch eigenvector, and its negative
         # Fitted, not trained. (airbench94 trains a bias here for 3 epochs; a bias-free layer keeps
         # the network free of epoch-dependent rules, and the 1-D parameters are all BatchNorm biases.)

@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 from torch import nn
 from torch.optim import Optimizer
 
+from project.errors import UsageError
+
 
 def configure_optimizers(
     module: Any,  # a LightningModule attached to a Trainer
@@ -36,7 +38,7 @@ def configure_optimizers(
     skips the scheduler, with a warning: a schedule sized for the real run cannot fit in its few steps.
     """
     if bias_lr_scale <= 0:
-        raise ValueError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
+        raise UsageError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
     opt = optimizer(parameter_groups(module, bias_weight_decay))
     for group in opt.param_groups:
         if _is_bias(group["params"][0]):
@@ -59,11 +61,11 @@ def configure_optimizers(
         total_steps = module.trainer.estimated_stepping_batches
         try:
             lr_scheduler = scheduler(opt, total_steps=total_steps)
-        except ValueError as err:
-            if "total_steps" not in str(err):
+        except UsageError as err:
+            if err.setting != "total_steps":
                 raise
-            raise ValueError(f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
-                             "the run's length in optimizer steps)") from None
+            raise UsageError(f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
+                             "the run's length in optimizer steps)", "total_steps") from None
     # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
     # classic silent bug (Lightning issues #15340, #20436). Periods of any scheduler are in steps.
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step", "frequency": 1}}

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from project.errors import UsageError
+
 
 class MuonSGD(Optimizer):
     """airbench94_muon's optimizer pair (Keller Jordan, 2024: 94% on CIFAR-10 in 8 epochs, where
@@ -51,7 +53,7 @@ class MuonSGD(Optimizer):
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
                             ("filter_lr", filter_lr), ("filter_momentum", filter_momentum)):
             if value < 0:
-                raise ValueError(f"MuonSGD {name} must be >= 0, got {value}")
+                raise UsageError(f"MuonSGD {name} must be >= 0, got {value}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, orthogonalize=False)
         groups = list(params)
         if groups and not isinstance(groups[0], dict):

@@ -8,6 +8,8 @@ from typing import Optional
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from project.errors import UsageError
+
 
 class WarmupCosine(LRScheduler):
     """Linear warmup from ``start_factor * b`` to ``b``, cosine decay to ``min_lr_ratio * b``, then hold.
@@ -95,32 +97,32 @@ _SHAPE = ("base_lrs", "warmup_steps", "total_steps", "start_factor", "min_lr_rat
 
 def _check_steps(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"WarmupCosine: {name} must be a whole number of optimizer steps >= 0, got {value!r}")
+        raise UsageError(f"WarmupCosine: {name} must be a whole number of optimizer steps >= 0, got {value!r}", name)
     return int(value)
 
 
 def _check_total_steps(value: object, warmup_steps: int) -> int:
     if value is None:
-        raise ValueError(
+        raise UsageError(
             "WarmupCosine: total_steps is required when the scheduler is built directly "
-            "(the Lightning wiring fills it in from trainer.estimated_stepping_batches)"
+            "(the Lightning wiring fills it in from trainer.estimated_stepping_batches)", "total_steps"
         )
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(
+        raise UsageError(
             f"WarmupCosine: total_steps must be finite, got {value!r}; an unbounded run "
             "(trainer.max_epochs=-1 and no max_steps) has no length: set trainer.max_epochs, "
-            "trainer.max_steps or the scheduler's total_steps"
+            "trainer.max_steps or the scheduler's total_steps", "total_steps"
         )
     total = _check_steps("total_steps", value)
     if total < 1 or total < warmup_steps:
-        raise ValueError(
+        raise UsageError(
             f"WarmupCosine: total_steps must be >= 1 and >= warmup_steps ({warmup_steps}), got {total}; "
-            "total_steps counts the warmup"
+            "total_steps counts the warmup", "total_steps"
         )
     return total
 
 
 def _check_ratio(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"WarmupCosine: {name} must be a number in [0, 1], got {value!r}")
+        raise UsageError(f"WarmupCosine: {name} must be a number in [0, 1], got {value!r}")
     return float(value)
