@@ -60,6 +60,9 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
     pytest.param(["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
     (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
+    (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
+    (["--data.batch_size", "5000"],
+     "data.batch_size 5000 is larger than the 1536 training images: an epoch would have no full batch"),
     (["--model.label_smoothing", "2"], "model.label_smoothing must be in [0, 1], got 2.0"),
     (["--model.network.widths", "[0,0,0]"], "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]"),
     (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
@@ -108,6 +111,7 @@ def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
     (lambda root: root.mkdir(), "image folder {root}/train does not exist"),
     (lambda root: (root / "train").mkdir(parents=True) or (root / "test").mkdir(), "{root}/train has no class folders"),
     (lambda root: image_folder(root, corrupt=True), "{root}/train/cat/broken.png"),
+    (lambda root: image_folder(root, classes=("cat",)), "{root}/train has only cat/: a classifier needs two or more"),
 ])
 def test_an_empty_or_broken_image_folder_is_named(tmp_path, monkeypatch, capsys, make, message):
     make(tmp_path / "images")

@@ -189,6 +189,9 @@ def test_folder_mistakes_are_named(tmp_path):
     (tmp_path / "noclasses" / "test").mkdir()
     with pytest.raises(ValueError, match="has no class folders"):
         ImageFolderDataModule(str(tmp_path / "noclasses"))
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ValueError, match="data.cache_dir .*notes.txt is a file; it must be a folder"):
+        ImageFolderDataModule(str(write_image_folder(tmp_path / "good")), cache_dir=str(tmp_path / "notes.txt"))
 
 
 def test_val_size_zero_validates_on_the_test_set():

@@ -51,9 +51,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)
         self._caches: dict[str, Optional[Path]] = {}
         self.class_names = _class_folders(self.root / "train")
-        if not self.class_names:
-            raise UsageError(f"image folder {self.root / 'train'} has no class folders: expected "
+        if len(self.class_names) < 2:
+            found = f"only {self.class_names[0]}/" if self.class_names else "no class folders"
+            raise UsageError(f"image folder {self.root / 'train'} has {found}: a classifier needs two or more, "
                              f"{self.root}/train/<class>/<image files>")
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
         test_classes = _class_folders(self.root / "test")
         if test_classes != self.class_names:
             raise UsageError(f"class folders differ between {self.root / 'train'} {self.class_names} and "

@@ -86,6 +86,10 @@ class InMemoryImageDataModule(LightningDataModule):
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         batches = TensorBatches(*self.splits["train"], self.batch_size, shuffle=True, drop_last=True,
                                 seed=torch.initial_seed(), rank=rank, world_size=world_size)
+        if len(batches) == 0:
+            per_device = f" per device ({world_size} devices)" if world_size > 1 else ""
+            raise UsageError(f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
+                             f"images{per_device}: an epoch would have no full batch; use a smaller batch size")
         if self.resume_at is not None:
             epoch, batch = self.resume_at
             batches.start_at(*((epoch + 1, 0) if batch >= len(batches) else (epoch, batch)))

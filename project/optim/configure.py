@@ -39,7 +39,10 @@ def configure_optimizers(
     """
     if bias_lr_scale <= 0:
         raise UsageError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
-    opt = optimizer(parameter_groups(module, bias_weight_decay))
+    try:
+        opt = optimizer(parameter_groups(module, bias_weight_decay))
+    except ValueError as err:  # torch's optimizers refuse a bad setting with a ValueError
+        raise UsageError(f"model.optimizer: {err}") from err
     for group in opt.param_groups:
         if _is_bias(group["params"][0]):
             group["lr"] *= bias_lr_scale
