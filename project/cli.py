@@ -110,7 +110,10 @@ class CLI(LightningCLI):
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses a checkpoint callback then
             callbacks = [callback for callback in callbacks if not isinstance(callback, Checkpoint)]
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except ValueError as err:  # the Trainer refuses a combination of its settings
+            raise UsageError(f"trainer: {err}") from err
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -143,9 +146,12 @@ class CLI(LightningCLI):
         if config.ckpt_path == "last":
             newest = newest_last_checkpoint(logger_args, required=subcommand != "fit")
             config.ckpt_path = str(newest) if newest else None
-        elif config.ckpt_path is not None and config.ckpt_path not in ("best", "hpc"):
+        elif config.ckpt_path == "best":  # Lightning's "best" exists only in the process that trained
+            raise UsageError("--ckpt_path best: pass the best checkpoint's path, "
+                             "logs/<name>/<version>/checkpoints/best-*.ckpt, or --ckpt_path last")
+        elif config.ckpt_path is not None and config.ckpt_path != "hpc":
             check_checkpoint_file(Path(config.ckpt_path))
-        if subcommand == "fit" and config.ckpt_path not in (None, "best", "hpc"):
+        if subcommand == "fit" and config.ckpt_path not in (None, "hpc"):
             self._continue_run(config, Path(config.ckpt_path), logger_args)
 
     def _continue_run(self, config, checkpoint: Path, logger_args) -> None:
@@ -161,9 +167,18 @@ class CLI(LightningCLI):
             logger_args["purge_step"] = step  # passed on to TensorBoard's SummaryWriter
         self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config-resumed-at-step{step}.yaml"}
 
+    def _parse_ckpt_path(self) -> None:
+        try:
+            super()._parse_ckpt_path()  # LightningCLI reads the checkpoint's hyperparameters with weights_only=True
+        except pickle.UnpicklingError:
+            if self.config[self.config.subcommand].weights_only is not False:
+                raise
+            warnings.warn("the checkpoint's hyperparameters hold objects that weights_only=True does not load: "
+                          "the model is built from this config, and the trusted checkpoint's weights are loaded into it")
+
     def _check_checkpoint_fits(self) -> None:
         config = self.config[self.subcommand]
-        if config.ckpt_path not in (None, "best", "hpc"):
+        if config.ckpt_path not in (None, "hpc"):
             check_checkpoint_fits(self.model, Path(config.ckpt_path), config.weights_only)
 
     before_fit = before_validate = before_test = before_predict = _check_checkpoint_fits

@@ -5,6 +5,7 @@ type each mistake; tests/test_main.py runs a few of them as real subprocesses to
 "Resume, interruptions and mistakes" lists these cases.
 """
 
+import decimal
 import errno
 import sys
 
@@ -60,6 +61,8 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
     pytest.param(["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: this machine has no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
     (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
+    (["--ckpt_path", "best"], "--ckpt_path best: pass the best checkpoint's path"),
+    (["--trainer.num_nodes", "0"], "trainer: `num_nodes` must be a positive integer, but got 0."),
     (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
     (["--data.batch_size", "5000"],
      "data.batch_size 5000 is larger than the 1536 training images: an epoch would have no full batch"),
@@ -152,6 +155,18 @@ def test_a_checkpoint_that_would_run_code_is_not_loaded(tmp_path, monkeypatch, c
     torch.save({"state_dict": {}, "payload": Image.new("RGB", (1, 1))}, tmp_path / "downloaded.ckpt")  # any class
     code, stderr = run_cli([*FIT, "--ckpt_path", "downloaded.ckpt"], tmp_path, monkeypatch, capsys)
     assert code != 0 and "holds more than weights (objects of other classes) and was not loaded" in stderr and "--weights_only false" in stderr
+
+
+def test_a_checkpoint_with_objects_loads_with_weights_only_false(trained, monkeypatch, capsys):
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint["hyper_parameters"]["note"] = decimal.Decimal("1.5")  # any class torch does not load by default
+    torch.save(checkpoint, trained.with_name("with_objects.ckpt"))
+    args = ["validate", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(trained.with_name("with_objects.ckpt"))]
+    code, stderr = run_cli(args, trained.parents[4], monkeypatch, capsys)
+    assert code != 0 and "holds more than weights" in stderr
+    monkeypatch.setattr(sys, "argv", ["main.py", *args, "--weights_only", "false"])
+    with pytest.warns(UserWarning, match="the model is built from this config"):
+        project.cli.main()  # a trusted checkpoint: it loads and validates
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeypatch, capsys):
