@@ -110,6 +110,15 @@ def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
     assert code != 0 and "does not accept option 'trainer.max_epoch'" in stderr
 
 
+def test_a_bad_setting_is_reported_before_any_image_is_decoded(tmp_path, monkeypatch, capsys):
+    image_folder(tmp_path / "images")
+    for flags, message in [(["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number"),
+                           (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0")]:
+        code, stderr = run_cli([*FIT, "--data", "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir",
+                                "cache", *flags], tmp_path, monkeypatch, capsys)
+        assert code != 0 and message in stderr and not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: root.mkdir(), "image folder {root}/train does not exist"),
     (lambda root: (root / "train").mkdir(parents=True) or (root / "test").mkdir(), "{root}/train has no class folders"),

@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from project.errors import UsageError
 from project.models.tta import logits_with_tta
 from project.networks.convnet import ConvNet
-from project.optim.configure import configure_optimizers
+from project.optim.configure import check_settings, configure_optimizers
 from project.optim.warmup_cosine import WarmupCosine
 
 WHITENING_IMAGES = 5000  # airbench94 fits its whitening layer to the patches of 5,000 training images
@@ -55,6 +55,7 @@ class ImageClassifier(LightningModule):
             raise UsageError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
         if not 0.0 <= label_smoothing <= 1.0:
             raise UsageError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
+        check_settings(optimizer, scheduler)
         self.save_hyperparameters()
         self.network = network(num_classes)
         self.optimizer, self.scheduler = optimizer, scheduler

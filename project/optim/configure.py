@@ -11,6 +11,7 @@ import warnings
 from functools import partial
 from typing import Any, Callable, Optional
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
@@ -72,6 +73,24 @@ def configure_optimizers(
     # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
     # classic silent bug (Lightning issues #15340, #20436). Periods of any scheduler are in steps.
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step", "frequency": 1}}
+
+
+def check_settings(optimizer: Callable[..., Optimizer], scheduler: Optional[Callable[..., Any]] = None) -> None:
+    """Build the optimizer and the scheduler once over a stand-in parameter, so that a setting either
+    refuses (a negative LR or warmup, a floor above 1) is reported when the model is built: before
+    any data is loaded or any step is taken."""
+    try:
+        stand_in = optimizer([nn.Parameter(torch.zeros(2, 2))])
+    except ValueError as err:
+        raise UsageError(f"model.optimizer: {err}") from err
+    if scheduler is None:
+        return
+    try:
+        scheduler(stand_in, total_steps=2**62) if _total_steps_unset(scheduler) else scheduler(stand_in)
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(f"model.scheduler: {err}") from err
 
 
 def parameter_groups(module: nn.Module, bias_weight_decay: bool = False) -> list[dict[str, Any]]:
