@@ -152,3 +152,14 @@ def test_bf16_mixed_is_the_default_where_torch_sees_a_gpu_and_an_explicit_precis
         assert parse().trainer.precision == "bf16-mixed"
         assert parse("--trainer.precision", "32-true").trainer.precision == "32-true"
     assert parse().trainer.precision == "32-true"  # a CPU run stays in float32
+
+
+def test_a_torchvision_model_plugs_in_by_name_and_trains_from_scratch_offline():
+    import torchvision
+
+    cli = parse("--model.network", "torchvision.models.resnet18", "--trainer.max_steps", "2", "--model.scheduler", "null",
+                "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false")
+    network = cli.model.network
+    assert isinstance(network, torchvision.models.ResNet) and network.fc.out_features == 10
+    cli.trainer.fit(cli.model, cli.datamodule)  # no weights asked for: nothing to download
+    assert cli.trainer.global_step == 2

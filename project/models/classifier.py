@@ -18,7 +18,7 @@ WHITENING_IMAGES = 5000  # airbench94 fits its whitening layer to the patches of
 
 
 class ImageClassifier(LightningModule):
-    """Cross-entropy training of ``network(num_classes)``; accuracy on validation and test.
+    """Cross-entropy training of ``network(num_classes=...)``; accuracy on validation and test.
 
     ``network``, ``optimizer`` and ``scheduler`` are callables the CLI builds from the config
     (``class_path`` + ``init_args``): the network gets ``num_classes`` (linked from the data), the
@@ -26,7 +26,8 @@ class ImageClassifier(LightningModule):
     method (``ConvNet``) is fitted to plain training images when fit starts (``on_fit_start``).
 
     Args:
-        network: Builds the network from the number of classes.
+        network: Builds the network from the number of classes, given as ``num_classes=``: a ``ConvNet``, your
+            own ``nn.Module``, or a torchvision model function (``torchvision.models.resnet18``, from scratch).
         num_classes: Set from the datamodule by the CLI.
         optimizer: Builds the optimizer from two parameter groups (see ``project.optim.configure``).
         scheduler: Builds the LR scheduler, stepped once per optimizer step; null for a constant LR.
@@ -57,7 +58,7 @@ class ImageClassifier(LightningModule):
             raise UsageError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
         check_settings(optimizer, scheduler)
         self.save_hyperparameters()
-        self.network = network(num_classes)
+        self.network = network(num_classes=num_classes)  # by keyword: torchvision models take weights first
         self.optimizer, self.scheduler = optimizer, scheduler
         self.bias_lr_scale, self.bias_weight_decay, self.tta_level = bias_lr_scale, bias_weight_decay, tta_level
         self.compile_network = compile
