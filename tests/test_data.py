@@ -1,5 +1,7 @@
 """The in-memory data path: per-image augmentation, sharded batches, image folders and their cache."""
 
+import os
+
 import pytest
 import torch
 from PIL import Image
@@ -199,3 +201,48 @@ def test_val_size_zero_validates_on_the_test_set():
     data.setup("fit")
     assert len(data.splits["train"][0]) == 128
     assert data.splits["val"][0] is data.splits["test"][0]
+
+
+# Decodes an image folder with a decoder slowed to 0.2 s an image (the pool's forked workers inherit
+# it), saying when it starts; Ctrl-C must end it promptly, workers included, and cache nothing.
+SLOW_DECODING = """
+import sys, time
+import project.data.image_folder as image_folder
+from project.cli import main
+decode = image_folder._decode
+
+
+def slow_decode(*args):
+    time.sleep(0.2)
+    return decode(*args)
+
+
+image_folder._decode = slow_decode
+print("decoding", flush=True)
+sys.argv = ["main.py", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, SYNTHETIC
+
+    write_image_folder(tmp_path / "images", per_class=100)  # 300 images: a minute to decode
+    process = subprocess.Popen([sys.executable, "-c", SLOW_DECODING, "fit", "--config", SYNTHETIC, "--data",
+                                "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir", "cache"],
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "decoding"
+    time.sleep(3)  # well into decoding (imports and listing come first)
+    process.send_signal(signal.SIGINT)
+    start = time.perf_counter()
+    _, stderr = process.communicate(timeout=60)  # a hang fails here
+    # Lightning's own handling of Ctrl-C: "Detected KeyboardInterrupt, attempting graceful shutdown", exit 1.
+    assert process.returncode == 1 and "KeyboardInterrupt" in stderr and "Traceback" not in stderr
+    assert time.perf_counter() - start < 30
+    assert not list((tmp_path / "cache").glob("*.pt"))

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import signal
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Optional
@@ -89,7 +90,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         files, labels = self._list(folder)
         cache = self._cache_file(split, files)
         if not cache.is_file():
-            with Pool(min(os.cpu_count() or 1, 8)) as pool:
+            # Workers ignore Ctrl-C: the main process alone handles it, and ends them on its way out.
+            workers = min(os.cpu_count() or 1, 8)
+            with Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
                 arrays = pool.starmap(_decode, [(f, self.image_size) for f in files], chunksize=256)
             images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
             self._write_cache(split, cache, {"images": images, "labels": torch.tensor(labels)})
