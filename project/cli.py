@@ -92,17 +92,18 @@ class CLI(LightningCLI):
         if ignored:
             warnings.warn("the model is built with the checkpoint's settings; values given for this run that "
                           "are not applied: " + ", ".join(ignored))
-        # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
-        # a CPU run stays in float32, where bfloat16 autocast is slower.
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         if trainer.logger is False or trainer.logger == []:
             raise UsageError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
                              "is its logger's logs/<name>/version_<n>/, so every run needs a logger; keep the default "
                              "TensorBoard logger or name another, e.g. --trainer.logger "
                              "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs")
-        if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--trainer.accelerator {trainer.accelerator}: this machine has no CUDA GPU that torch "
+        apple_gpu = trainer.accelerator == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes it
+        if trainer.accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or apple_gpu):
+            raise UsageError(f"--trainer.accelerator {trainer.accelerator}: this machine has no GPU that torch "
                              "can use; use --trainer.accelerator auto (the default) or cpu")
+        # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
+        # a CPU run stays in float32, where bfloat16 autocast is slower.
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
             trainer.precision = "bf16-mixed"
