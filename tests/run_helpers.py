@@ -67,3 +67,14 @@ class ModuleWithABug(ImageClassifier):
 
     def training_step(self, batch, batch_idx):
         raise ValueError("a bug in my training_step")
+
+
+class SignalInValidation(Callback):
+    """Sends ``signal`` to its own process during the first validation batch after training began."""
+
+    def __init__(self, signal: str = "SIGTERM") -> None:
+        self.signal = signal
+
+    def on_validation_batch_end(self, trainer: Trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -66,6 +66,14 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
 
 
+def test_sigterm_during_validation_stops_there_with_a_checkpoint(tmp_path):
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.SignalInValidation",
+                      cwd=tmp_path, check=False)
+    assert result.returncode == 143 and "Stopped at step 24 (epoch 0)" in result.stderr  # the first validation
+    checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 24
+
+
 def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
     workdir, _ = interrupted
     result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "1",
