@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -129,6 +130,10 @@ class CLI(LightningCLI):
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        command_line = sys.argv[1:] if args is None else args
+        if isinstance(command_line, list):  # jsonargparse names neither an empty file nor where YAML breaks
+            for path in _config_files(command_line):
+                _check_config_file(path)
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
@@ -198,6 +203,25 @@ class CLI(LightningCLI):
             }
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+
+def _config_files(command_line: list[str]) -> list[str]:
+    given = [value for flag, value in zip(command_line, command_line[1:]) if flag == "--config"]
+    return given + [arg.split("=", 1)[1] for arg in command_line if arg.startswith("--config=")]
+
+
+def _check_config_file(path: str) -> None:
+    if not Path(path).is_file():
+        return  # jsonargparse says so, with the full path
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"--config {path} is not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"--config {path} holds no settings ({'it is empty' if content is None else 'not a mapping'}): "
+                         "a config is YAML of `key: value` lines, e.g. `trainer:` then `  max_epochs: 3`")
 
 
 def _leaves(namespace) -> dict:

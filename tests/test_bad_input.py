@@ -105,6 +105,17 @@ def test_a_bug_in_the_users_own_module_keeps_its_traceback(tmp_path, monkeypatch
         project.cli.main()
 
 
+@pytest.mark.parametrize("content, message", [
+    ("", "--config broken.yaml holds no settings (it is empty)"),
+    ("trainer:\n  max_epochs: 3\n   bad: [1\n",
+     "--config broken.yaml is not valid YAML at line 3, column 7: mapping values are not allowed here"),
+])
+def test_an_empty_or_broken_config_file_is_named(tmp_path, monkeypatch, capsys, content, message):
+    (tmp_path / "broken.yaml").write_text(content)
+    code, stderr = run_cli([*FIT, "--config", "broken.yaml"], tmp_path, monkeypatch, capsys)
+    assert code != 0 and message in stderr, stderr[-1500:]
+
+
 def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "typo.yaml").write_text("trainer:\n  max_epoch: 3\n")
     code, stderr = run_cli([*FIT, "--config", "typo.yaml"], tmp_path, monkeypatch, capsys)
