@@ -179,8 +179,8 @@ class CLI(LightningCLI):
         except pickle.UnpicklingError:
             if self.config[self.config.subcommand].weights_only is not False:
                 raise
-            warnings.warn("the checkpoint's hyperparameters hold objects that weights_only=True does not load: "
-                          "the model is built from this config, and the trusted checkpoint's weights are loaded into it")
+            warnings.warn("the checkpoint's hyperparameters hold objects that weights_only=True does not load: the "
+                          "model is built from this config, and the trusted checkpoint's weights are loaded into it")
 
     def _check_checkpoint_fits(self) -> None:
         config = self.config[self.subcommand]
@@ -220,8 +220,9 @@ def _check_config_file(path: str) -> None:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UsageError(f"--config {path} is not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(content, dict):
-        raise UsageError(f"--config {path} holds no settings ({'it is empty' if content is None else 'not a mapping'}): "
-                         "a config is YAML of `key: value` lines, e.g. `trainer:` then `  max_epochs: 3`")
+        why = "it is empty" if content is None else "not a mapping"
+        raise UsageError(f"--config {path} holds no settings ({why}): a config is YAML of `key: value` lines, "
+                         "e.g. `trainer:` then `  max_epochs: 3`")
 
 
 def _leaves(namespace) -> dict:

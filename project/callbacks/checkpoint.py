@@ -1,6 +1,5 @@
 """Lightning's ModelCheckpoint, with ``last.ckpt`` always the newest state of the fit."""
 
-
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -27,8 +26,9 @@ class Checkpoint(ModelCheckpoint):
         self._metrics_seen_in_validation = set(trainer.callback_metrics)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
-        if self._metrics_seen_in_validation is not None:
-            logged, self._metrics_seen_in_validation = self._metrics_seen_in_validation | set(trainer.callback_metrics), None
+        if self._metrics_seen_in_validation is not None:  # the first training step: check once
+            logged = self._metrics_seen_in_validation | set(trainer.callback_metrics)
+            self._metrics_seen_in_validation = None
             if self.monitor and self.monitor not in logged:
                 raise UsageError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
                                  f"{', '.join(sorted(logged))}")

@@ -40,10 +40,7 @@ def configure_optimizers(
     """
     if bias_lr_scale <= 0:
         raise UsageError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
-    try:
-        opt = optimizer(parameter_groups(module, bias_weight_decay))
-    except ValueError as err:  # torch's optimizers refuse a bad setting with a ValueError
-        raise UsageError(f"model.optimizer: {err}") from err
+    opt = _build_optimizer(optimizer, parameter_groups(module, bias_weight_decay))
     for group in opt.param_groups:
         if _is_bias(group["params"][0]):
             group["lr"] *= bias_lr_scale
@@ -79,10 +76,7 @@ def check_settings(optimizer: Callable[..., Optimizer], scheduler: Optional[Call
     """Build the optimizer and the scheduler once over a stand-in parameter, so that a setting either
     refuses (a negative LR or warmup, a floor above 1) is reported when the model is built: before
     any data is loaded or any step is taken."""
-    try:
-        stand_in = optimizer([nn.Parameter(torch.zeros(2, 2))])
-    except ValueError as err:
-        raise UsageError(f"model.optimizer: {err}") from err
+    stand_in = _build_optimizer(optimizer, [nn.Parameter(torch.zeros(2, 2))])
     if scheduler is None:
         return
     try:
@@ -91,6 +85,13 @@ def check_settings(optimizer: Callable[..., Optimizer], scheduler: Optional[Call
         raise
     except ValueError as err:
         raise UsageError(f"model.scheduler: {err}") from err
+
+
+def _build_optimizer(optimizer: Callable[..., Optimizer], params: list) -> Optimizer:
+    try:
+        return optimizer(params)
+    except ValueError as err:  # torch's optimizers refuse a bad setting with a ValueError
+        raise UsageError(f"model.optimizer: {err}") from err
 
 
 def parameter_groups(module: nn.Module, bias_weight_decay: bool = False) -> list[dict[str, Any]]:
