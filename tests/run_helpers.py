@@ -78,3 +78,13 @@ class SignalInValidation(Callback):
     def on_validation_batch_end(self, trainer: Trainer, *args) -> None:
         if not trainer.sanity_checking:
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class ModuleLoggingEpochAccuracy(ImageClassifier):
+    """A user's own LightningModule that logs a training metric once per epoch only."""
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), on_step=False, on_epoch=True)
+        return self.loss(logits, labels)

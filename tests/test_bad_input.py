@@ -70,8 +70,6 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
     (["--model.label_smoothing", "2"], "model.label_smoothing must be in [0, 1], got 2.0"),
     (["--model.network.widths", "[0,0,0]"], "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]"),
     (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
-    (["--checkpoint.monitor", "val/accuracy"],
-     "checkpoint.monitor 'val/accuracy' is not a logged metric; the logged ones are: train/loss, val/acc, val/loss"),
 ])
 def test_a_mistake_is_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not a checkpoint, not a folder")
@@ -87,6 +85,26 @@ def test_evaluating_without_a_checkpoint_is_refused(tmp_path, monkeypatch, capsy
     code, stderr = run_cli([subcommand, "--config", SYNTHETIC, *QUIET, "--ckpt_path", "last"], tmp_path, monkeypatch,
                            capsys)
     assert code != 0 and "--ckpt_path last: no run under logs/synthetic/ has checkpoints/last.ckpt" in stderr
+
+
+def test_a_misspelled_monitor_warns_at_the_first_step_and_stops_after_the_first_epoch(tmp_path, monkeypatch, capsys):
+    with pytest.warns(UserWarning, match="checkpoint.monitor 'val/accuracy' is not logged so far"):
+        code, stderr = run_cli([*FIT, "--trainer.max_epochs", "3", "--checkpoint.monitor", "val/accuracy"], tmp_path,
+                               monkeypatch, capsys)
+    assert code != 0 and "checkpoint.monitor 'val/accuracy' is not a logged metric; the logged ones are: " in stderr
+    assert "val/acc, val/loss (last.ckpt holds this epoch)" in stderr
+    last = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2  # the first epoch (2 batches), not lost
+
+
+def test_an_epoch_level_training_metric_can_be_monitored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--trainer.max_epochs", "2", "--model",
+                                      "tests.run_helpers.ModuleLoggingEpochAccuracy", "--checkpoint.monitor",
+                                      "train/acc", "--checkpoint.filename", "best-{epoch}-{train/acc:.3f}"])
+    with pytest.warns(UserWarning, match="is not logged so far"):  # it is only at the end of each epoch
+        project.cli.main()
+    assert list((tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints").glob("best-*"))  # chosen by train/acc
 
 
 def test_checkpointing_can_be_switched_off(tmp_path, monkeypatch):

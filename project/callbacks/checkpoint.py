@@ -1,5 +1,7 @@
 """Lightning's ModelCheckpoint, with ``last.ckpt`` always the newest state of the fit."""
 
+import warnings
+
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -16,25 +18,36 @@ class Checkpoint(ModelCheckpoint):
     Here ``last.ckpt`` is also written at the end of every training epoch and when training ends,
     unless this step is already saved. (A signal saves it too: ``GracefulStop``.)
 
-    A ``monitor`` that neither the sanity check's validation nor the first training step logs (a
-    typo) stops the run there, where Lightning would find it only when it first saves, an epoch later.
+    A ``monitor`` that no one logs (a typo) gets a warning at the first training step if neither the
+    sanity check nor that step logged it, and stops the run with one error line at the end of the
+    first epoch with a validation that did not log it either, with ``last.ckpt`` saved first (Lightning
+    alone stops there too, with nothing saved).
     """
 
     _metrics_seen_in_validation = None
+    _validated = False  # a validation (not the sanity check) has run: all the run's metric names are known
 
     def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._metrics_seen_in_validation = set(trainer.callback_metrics)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
-        if self._metrics_seen_in_validation is not None:  # the first training step: check once
+        if self._metrics_seen_in_validation is not None:  # the first training step: look once
             logged = self._metrics_seen_in_validation | set(trainer.callback_metrics)
             self._metrics_seen_in_validation = None
-            if self.monitor and self.monitor not in logged:
-                raise UsageError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
-                                 f"{', '.join(sorted(logged))}")
+            if self.monitor and self.monitor not in logged:  # an epoch-level metric may still come
+                warnings.warn(f"checkpoint.monitor {self.monitor!r} is not logged so far ({', '.join(sorted(logged))});"
+                              " unless it is by the end of the epoch, the run stops there")
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._validated = self._validated or not trainer.sanity_checking
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.monitor and self._validated and self.monitor not in trainer.callback_metrics:
+            self._save_last_unless_saved(trainer)
+            raise UsageError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
+                             f"{', '.join(sorted(trainer.callback_metrics))} (last.ckpt holds this epoch)")
         super().on_train_epoch_end(trainer, pl_module)
         self._save_last_unless_saved(trainer)
 
