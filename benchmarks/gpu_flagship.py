@@ -11,8 +11,9 @@ start-up, data, checkpoints, teardown).
 
 With --airbench, airbench94_muon's own code (from Keller Jordan's cifar10-airbench repository; keep it
 out of the repository) trains on the same images in the same call, as its ``__main__`` does (a warm-up
-run of the compiled model, then one run per seed), in compile's default mode. Its time covers what its
-own timer covers: whitening, training and the TTA evaluation, not the per-epoch evaluation.
+run of the compiled model, then one run per seed), in compile's default mode. Its own timer covers
+whitening, training and the TTA evaluation, not the per-epoch evaluation; the template's train time
+covers the training epochs only (its whitening fit and TTA test are in the process times).
 """
 
 import argparse
@@ -116,9 +117,13 @@ def run_airbench(path: str, seeds: list[int], workdir: Path) -> list[dict]:
     result = subprocess.run([sys.executable, "-c", driver], cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"airbench94_muon failed:\n{result.stderr[-3000:]}")
-    print(result.stdout)  # its own table: time_seconds per epoch and for the TTA evaluation
+    print(result.stdout)
     rows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    return [{"wall": float(wall), "tta_acc": float(accuracy)} for _, wall, accuracy in rows]
+    # Its own timer, the last column of its table's "eval" rows: whitening, training and TTA evaluation.
+    own = [float(line.strip("|").split("|")[-1]) for line in result.stdout.splitlines()
+           if line.startswith("|") and line.split("|")[2].strip() == "eval"][1:]  # [0] is the warm-up run
+    return [{"wall": float(wall), "own": seconds, "tta_acc": float(accuracy)}
+            for (_, wall, accuracy), seconds in zip(rows, own)]
 
 
 def main() -> None:
@@ -147,11 +152,10 @@ def main() -> None:
               f"TTA accuracy {100 * mean['tta_acc']:.2f}%")
         if args.airbench:
             reference = run_airbench(args.airbench, args.seeds, workdir)
-            wall = statistics.mean(r["wall"] for r in reference)
-            accuracy = statistics.mean(r["tta_acc"] for r in reference)
-            print(f"airbench94_muon mean: {wall:.2f} s a run (wall, per-epoch evaluation included), "
-                  f"TTA accuracy {100 * accuracy:.2f}%")
-            print(f"template train time / airbench94_muon run time: {mean['train'] / wall:.2f}x")
+            wall, own, accuracy = (statistics.mean(r[key] for r in reference) for key in ("wall", "own", "tta_acc"))
+            print(f"airbench94_muon mean: {own:.2f} s by its own timer (whitening, training, TTA evaluation), "
+                  f"{wall:.2f} s a run in all; TTA accuracy {100 * accuracy:.2f}%")
+            print(f"template train time / airbench94_muon's own time: {mean['train'] / own:.2f}x")
 
 
 if __name__ == "__main__":
