@@ -74,6 +74,14 @@ def test_sigterm_during_validation_stops_there_with_a_checkpoint(tmp_path):
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 24
 
 
+def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_checkpoint(tmp_path):
+    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.SignalInSanityCheck",
+                      cwd=tmp_path, check=False)
+    assert result.returncode == 143 and "Stopped at step 0 (epoch 0)" in result.stderr
+    checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 0
+
+
 def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
     workdir, _ = interrupted
     result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "1",
