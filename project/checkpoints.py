@@ -64,9 +64,9 @@ def run_continued_by(checkpoint: Path, logger_args: dict) -> Optional[Path]:
     return None
 
 
-def checkpoint_step(path: Path) -> int:
+def checkpoint_step(path: Path, weights_only: bool) -> int:
     """The global step a checkpoint was taken at, read without loading its tensors."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)["global_step"]
 
 
 def check_checkpoint_fits(model: nn.Module, path: Path, weights_only: bool) -> None:

@@ -167,7 +167,7 @@ class CLI(LightningCLI):
         run = run_continued_by(checkpoint, logger_args)
         if run is None:
             return
-        step = checkpoint_step(checkpoint)
+        step = checkpoint_step(checkpoint, config.weights_only)
         logger_args["version"] = run.name
         if config.trainer.logger.class_path.endswith(".TensorBoardLogger"):
             logger_args["purge_step"] = step  # passed on to TensorBoard's SummaryWriter

@@ -208,6 +208,17 @@ def test_a_checkpoint_with_objects_loads_with_weights_only_false(trained, monkey
         project.cli.main()  # a trusted checkpoint: it loads and validates
 
 
+def test_a_trusted_run_with_objects_in_its_checkpoint_resumes_with_weights_only_false(trained, monkeypatch):
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint["hyper_parameters"]["note"] = decimal.Decimal("1.5")
+    torch.save(checkpoint, trained)  # the run's own last.ckpt: resuming it continues the run
+    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+                                      "--weights_only", "false"])
+    with pytest.warns(UserWarning, match="the model is built from this config"):
+        project.cli.main()
+    assert torch.load(trained, weights_only=False)["epoch"] == 1  # trained on, in the same run
+
+
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeypatch, capsys):
     before = trained.read_bytes()
 

@@ -1,12 +1,16 @@
 """The in-memory data path: per-image augmentation, sharded batches, image folders and their cache."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import write_image_folder
+from conftest import REPO, SYNTHETIC, write_image_folder
 
 import project.data.image_folder as image_folder
 from project.data.augment import random_shift_and_flip
@@ -225,13 +229,6 @@ main()
 
 
 def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import REPO, SYNTHETIC
-
     write_image_folder(tmp_path / "images", per_class=100)  # 300 images: a minute to decode
     process = subprocess.Popen([sys.executable, "-c", SLOW_DECODING, "fit", "--config", SYNTHETIC, "--data",
                                 "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir", "cache"],
