@@ -1,11 +1,14 @@
-"""Which checkpoint a command means, whether it is whole, and which run directory a resume continues."""
+"""The checkpoint policy: which checkpoint a command means, whether it is whole and fits the model,
+which run directory a resume continues, and which configured values the checkpoint's win over."""
 
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
+from pytorch_lightning import Callback
 from torch import nn
 
 from project.errors import UsageError
@@ -81,3 +84,53 @@ def check_checkpoint_fits(model: nn.Module, path: Path, weights_only: bool) -> N
         more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
         raise UsageError("the checkpoint does not fit the configured model (another network, widths or number of "
                          f"classes?): {'; '.join(differences[:3])}{more}")
+
+
+def warn_not_applied(not_applied: list[str], note: str = "") -> None:
+    """The one warning naming every value given for this run that the checkpoint's value wins over."""
+    if not_applied:
+        warnings.warn("the checkpoint's settings are kept; values given for this run that are not applied: "
+                      + ", ".join(not_applied) + "." + note + " To change them, start a new run.")
+
+
+class ResumeReport(Callback):
+    """Warns once when a fit resumes, naming each value given for this run that the checkpoint's wins over.
+
+    The checkpoint wins for all that defines the run so far: the model's settings (LightningCLI
+    rebuilds the model from its hyperparameters; the CLI passes the given values that lost), the
+    optimizers' hyperparameters, and the schedulers' state, so a schedule keeps its length.
+    """
+
+    def __init__(self, model_not_applied: list[str]) -> None:
+        self.model_not_applied = model_not_applied
+        self._checkpoint: Optional[dict] = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._checkpoint = checkpoint
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # Lightning calls this after building the optimizers and schedulers from this run's config,
+        # and before it loads the checkpoint's states into them.
+        if self._checkpoint is None:
+            return
+        not_applied, note = list(self.model_not_applied), ""
+        scheduled = bool(trainer.lr_scheduler_configs)  # then a group's LR is the scheduler's
+        for optimizer, saved in zip(trainer.optimizers, self._checkpoint.get("optimizer_states", [])):
+            not_applied += [f"{type(optimizer).__name__} param group {i} {key} {value} (kept: {kept[key]})"
+                            for i, (group, kept) in enumerate(zip(optimizer.param_groups, saved["param_groups"]))
+                            for key, value in group.items()
+                            if key not in ("params", "initial_lr", "lr" if scheduled else "") and key in kept
+                            and kept[key] != value]
+        for config, saved in zip(trainer.lr_scheduler_configs, self._checkpoint.get("lr_schedulers", [])):
+            scheduler, state = config.scheduler, config.scheduler.state_dict()
+            not_applied += [f"{type(scheduler).__name__} {key} {value} (kept: {saved[key]})"
+                            for key, value in state.items()
+                            if not key.startswith("_") and key != "last_epoch" and key in saved and saved[key] != value]
+            added = (state.get("total_steps") or 0) - (saved.get("total_steps") or 0)
+            if added > 0 and saved.get("total_steps"):
+                floor = (f" (the floor: min_lr_ratio {saved['min_lr_ratio']} x the base LR)"
+                         if "min_lr_ratio" in saved else "")
+                note = (f" The schedule ends at step {saved['total_steps']}: the {added} steps this run adds after it "
+                        f"run at its final LR{floor}.")
+        self._checkpoint = None
+        warn_not_applied(not_applied, note)

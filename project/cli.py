@@ -2,9 +2,11 @@
 
 import os
 import pickle
+import re
 import signal
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -24,11 +26,13 @@ from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
 from project.checkpoints import (
+    ResumeReport,
     check_checkpoint_file,
     check_checkpoint_fits,
     checkpoint_step,
     newest_last_checkpoint,
     run_continued_by,
+    warn_not_applied,
 )
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
 from project.data.image_folder import ImageFolderDataModule  # noqa: F401
@@ -39,6 +43,33 @@ from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
 from project.plugins.atomic_checkpoint_io import AtomicCheckpointIO
+
+
+class Parser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one line: the setting and the innermost reason.
+
+    jsonargparse explains a bad value with one nested level per class and every type of a Union it
+    tried (15-20 lines); TRACEBACK=1 shows that full message.
+    """
+
+    def print_usage(self, file=None) -> None:
+        pass  # a mistake shows its error, not the 60-line usage first
+
+    def error(self, message: str, ex: Optional[Exception] = None):
+        if not self.exit_on_error or os.environ.get("TRACEBACK"):
+            super().error(message, ex)  # jsonargparse's inner parsers raise, and it handles the error itself
+        reason = ex
+        while reason is not None and reason.__cause__ is not None:
+            reason = reason.__cause__
+        reason_text = (str(reason) if reason is not None else "").strip() or message
+        reason_text = re.sub(r"<class '([\w.]+)'>", r"\1", reason_text.splitlines()[0])
+        # Each nested level says `Parser key "<name>"`: together they are the setting's full name.
+        setting = ".".join(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
+        line = f"{setting}: {reason_text}" if setting and not reason_text.startswith("Parser key") else reason_text
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {line}\n({prog} --help lists the settings; set TRACEBACK=1 for the parser's "
+                         "full message)\n")
+        sys.exit(2)
 
 
 class CLI(LightningCLI):
@@ -74,6 +105,7 @@ class CLI(LightningCLI):
             },
             # Each run has its own directory; a requeued SLURM job continues in its run's and rewrites its config.
             save_config_kwargs={"overwrite": True},
+            parser_class=Parser,
             parser_kwargs={
                 subcommand: {"epilog": "Each part has its own help, e.g. `main.py fit --config configs/cifar.yaml "
                              "--model.scheduler.help WarmupCosine`; also --model.help ImageClassifier, "
@@ -85,14 +117,15 @@ class CLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        # With --ckpt_path, LightningCLI has replaced the model's settings by the checkpoint's: say
-        # which of the values given for this run lost.
+        # With --ckpt_path, LightningCLI has replaced the model's settings by the checkpoint's: note
+        # which of the values given for this run lost (a fit's ResumeReport adds the optimizer's and
+        # the schedule's, and warns once).
         model = _leaves(self.config[self.subcommand].model) if self.subcommand else {}
-        ignored = [f"model.{key} {value!r} (kept: {model[key]!r})"
-                   for key, value in getattr(self, "_model_as_given", {}).items() if key in model and model[key] != value]
-        if ignored:
-            warnings.warn("the model is built with the checkpoint's settings; values given for this run that "
-                          "are not applied: " + ", ".join(ignored))
+        self._model_not_applied = [f"model.{key} {value!r} (kept: {model[key]!r})"
+                                   for key, value in getattr(self, "_model_as_given", {}).items()
+                                   if key in model and model[key] != value]
+        if self.subcommand != "fit":
+            warn_not_applied(self._model_not_applied)
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         if trainer.logger is False or trainer.logger == []:
             raise UsageError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
@@ -122,12 +155,6 @@ class CLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # unless a plugin of the config says otherwise
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
-
-    def init_parser(self, **kwargs) -> LightningArgumentParser:
-        parser = super().init_parser(**kwargs)
-        # A mistake on the command line shows its error and where help is, not the 60-line usage first.
-        parser.print_usage = lambda file=None: None
-        return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         command_line = sys.argv[1:] if args is None else args
@@ -187,7 +214,11 @@ class CLI(LightningCLI):
         if config.ckpt_path not in (None, "hpc"):
             check_checkpoint_fits(self.model, Path(config.ckpt_path), config.weights_only)
 
-    before_fit = before_validate = before_test = before_predict = _check_checkpoint_fits
+    before_validate = before_test = before_predict = _check_checkpoint_fits
+
+    def before_fit(self) -> None:
+        self._check_checkpoint_fits()
+        self.trainer.callbacks.append(ResumeReport(self._model_not_applied))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
@@ -253,10 +284,11 @@ def main() -> None:
                    "it could run code. If you trust its source, pass --weights_only false")
     except Exception as err:
         mistake = _mistake_in(err)
+        if mistake is None and isinstance(err, RuntimeError) and _lost_another_process(err):
+            _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
+        _tell_other_processes()
         if mistake is not None:
             _exit_with(str(mistake))
-        if isinstance(err, RuntimeError) and _lost_another_process(err):
-            _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
         raise
 
 
@@ -270,12 +302,41 @@ def _mistake_in(err: Optional[BaseException]) -> Optional[BaseException]:
 def _exit_with(message: str) -> None:
     if os.environ.get("TRACEBACK"):
         raise
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _distributed():
         message = f"(rank {torch.distributed.get_rank()}) {message}"
     sys.exit(f"error: {message}\n(set TRACEBACK=1 to see where it was raised)")
 
 
+# A failing process of a distributed job leaves this key in the job's store before it exits, so that
+# the others can tell "my peer is gone" from a bug of their own: gloo's lost-peer error is a plain
+# RuntimeError.
+FAILED_KEY = "project/a-process-failed"
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _tell_other_processes() -> None:
+    if _distributed():
+        try:
+            _default_store().set(FAILED_KEY, str(torch.distributed.get_rank()))
+        except RuntimeError:
+            pass  # the store's host has exited: the others find it gone
+
+
 def _lost_another_process(err: RuntimeError) -> bool:
-    # A collective whose peer has exited: torch raises a DistError, or gloo a RuntimeError naming the peer.
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return distributed and (isinstance(err, torch.distributed.DistError) or "by peer" in str(err))
+    if not _distributed():
+        return False
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    try:
+        return _default_store().check([FAILED_KEY])
+    except RuntimeError:  # the store lived in rank 0's process, which has exited
+        return True
+
+
+def _default_store() -> torch.distributed.Store:
+    store = torch.distributed.distributed_c10d._get_default_store()
+    store.set_timeout(timedelta(seconds=10))  # a failing job's store need not wait 30 minutes
+    return store

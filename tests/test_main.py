@@ -87,3 +87,14 @@ def test_a_bad_value_is_one_clear_error(tmp_path):
                                            "estimated_stepping_batches, the run's length in optimizer steps)\n"
                                            "(set TRACEBACK=1 to see where it was raised)")
     assert "Traceback" not in result.stderr
+
+
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path):
+    # jsonargparse's own message is 19 nested lines here; TRACEBACK=1 still shows it.
+    result = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr == ("error: model.optimizer.lr: Expected a float. Got value: nan\n"
+                             "(main.py fit --help lists the settings; set TRACEBACK=1 for the parser's full message)\n")
+    full = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False,
+                    env={"TRACEBACK": "1"})
+    assert full.returncode == 2 and len(full.stderr.splitlines()) > 10

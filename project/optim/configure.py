@@ -8,7 +8,6 @@ Any LightningModule gets the same wiring with one line::
 
 import inspect
 import warnings
-from functools import partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -46,10 +45,6 @@ def configure_optimizers(
             group["lr"] *= bias_lr_scale
             if group.get("weight_decay"):
                 group["weight_decay"] /= bias_lr_scale
-    # Resuming restores the optimizer's hyperparameters from the checkpoint; say which configured ones lose.
-    # The LR is the scheduler's business (WarmupCosine warns about its base LRs) unless there is none.
-    opt.register_load_state_dict_pre_hook(partial(_warn_if_not_applied, skip={"params", "initial_lr", "lr"}
-                                                  if scheduler is not None else {"params", "initial_lr"}))
     if scheduler is None:
         return opt
     debugging = [flag for flag in ("fast_dev_run", "overfit_batches") if getattr(module.trainer, flag)]
@@ -104,15 +99,6 @@ def parameter_groups(module: nn.Module, bias_weight_decay: bool = False) -> list
     if not bias_weight_decay:
         biases["weight_decay"] = 0.0
     return [group for group in (weights, biases) if group["params"]]
-
-
-def _warn_if_not_applied(optimizer: Optimizer, state_dict: dict, skip: set[str]) -> None:
-    ignored = [f"param group {i} {key} {value} (kept: {saved[key]})"
-               for i, (group, saved) in enumerate(zip(optimizer.param_groups, state_dict["param_groups"]))
-               for key, value in group.items() if key not in skip and key in saved and saved[key] != value]
-    if ignored:
-        warnings.warn(f"{type(optimizer).__name__} resumes with the checkpoint's settings; configured values not "
-                      "applied: " + ", ".join(ignored) + ". To change them, start a new run.", stacklevel=2)
 
 
 def _total_steps_unset(factory: Callable[..., Any]) -> bool:

@@ -2,7 +2,6 @@
 
 import math
 import numbers
-import warnings
 from typing import Optional
 
 from torch.optim import Optimizer
@@ -73,26 +72,12 @@ class WarmupCosine(LRScheduler):
     _get_closed_form_lr = get_lr
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Resume the saved schedule. Its shape (base LRs, steps, factors) wins over this instance's;
-        where they differ, a warning names both values."""
-        configured = {name: getattr(self, name) for name in _SHAPE}
+        """Resume the saved schedule: its shape (base LRs, steps, factors) replaces this instance's."""
         super().load_state_dict(state_dict)
-        ignored = [f"{name} {configured[name]} (kept: {getattr(self, name)})"
-                   for name in _SHAPE if configured[name] != getattr(self, name)]
-        if ignored:
-            added = configured["total_steps"] - self.total_steps
-            extended = (f" The schedule ends at step {self.total_steps}: the {added} steps this run adds after it run "
-                        f"at the floor LR (min_lr_ratio {self.min_lr_ratio} x the base LR)." if added > 0 else "")
-            warnings.warn("WarmupCosine resumes the checkpoint's schedule; configured values not applied: "
-                          + ", ".join(ignored) + "." + extended + " To change the schedule, start a new run.",
-                          stacklevel=2)
         # Building a scheduler writes step 0's LR into the optimizer; if the optimizer was restored
         # before that, its LR is now wrong for the restored step. Write the restored step's LR.
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
-
-
-_SHAPE = ("base_lrs", "warmup_steps", "total_steps", "start_factor", "min_lr_ratio")
 
 
 def _check_steps(name: str, value: object) -> int:
