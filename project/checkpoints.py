@@ -1,14 +1,17 @@
 """The checkpoint policy: which checkpoint a command means, whether it is whole and fits the model,
-which run directory a resume continues, and which configured values the checkpoint's win over."""
+which run directory a resume continues, which configured values the checkpoint's win over, and how
+a checkpoint reaches the disk."""
 
+import os
 import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Callback
+from pytorch_lightning.plugins import TorchCheckpointIO
 from torch import nn
 
 from project.errors import UsageError
@@ -134,3 +137,29 @@ class ResumeReport(Callback):
                         f"run at its final LR{floor}.")
         self._checkpoint = None
         warn_not_applied(not_applied, note)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, flushes it to the disk, then
+    renames it over the target (atomic on POSIX file systems).
+
+    A crash, a kill or a full disk during a save leaves the previous ``last.ckpt`` in place.
+    (Lightning's own writer stages the file in the system's temp directory; where that is another
+    file system the final move is a copy, which a kill can cut short.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        except OSError as err:
+            raise OSError(f"could not write checkpoint {path}: {err.strerror or err}; the previous file "
+                          "there, if any, is unchanged") from err
+        finally:
+            partial.unlink(missing_ok=True)

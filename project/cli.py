@@ -26,6 +26,7 @@ from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
 from project.checkpoints import (
+    AtomicCheckpointIO,
     ResumeReport,
     check_checkpoint_file,
     check_checkpoint_fits,
@@ -42,7 +43,6 @@ from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
-from project.plugins.atomic_checkpoint_io import AtomicCheckpointIO
 
 
 class Parser(LightningArgumentParser):

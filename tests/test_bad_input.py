@@ -231,7 +231,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeyp
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("project.plugins.atomic_checkpoint_io.os.fsync", disk_full)
+    monkeypatch.setattr("project.checkpoints.os.fsync", disk_full)
     # Resumed into its own run directory, with no best checkpoint to save first: the failing write is
     # the new last.ckpt over the old one.
     code, stderr = run_cli([*FIT, "--ckpt_path", str(trained), "--trainer.max_epochs", "2",

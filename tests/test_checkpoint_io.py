@@ -12,7 +12,7 @@ from conftest import REPO
 # Saves version 0, then dies by SIGKILL once `kill_at` bytes of version 1 have reached the disk.
 WRITER = textwrap.dedent("""
     import io, os, signal, sys, torch
-    import project.plugins.atomic_checkpoint_io as atomic
+    import project.checkpoints as atomic
     path, kill_at = sys.argv[1], int(sys.argv[2])
 
     class DiesMidWrite(io.FileIO):

@@ -102,7 +102,9 @@ def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, 
     loaders = [TensorBatches(data, data, batch_size, True, drop_last, seed=5, rank=r, world_size=world_size)
                for r in range(world_size)]
     epochs = []
-    for _ in range(2):
+    for epoch in range(2):
+        for loader in loaders:
+            loader.set_epoch(epoch)
         batches = [list(loader) for loader in loaders]
         assert all(len(b) == len(loaders[0]) for b in batches)  # every rank runs the same number of batches
         assert all(torch.equal(images, indices) for b in batches for images, _, indices in b)

@@ -134,6 +134,7 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     extended = load_weights(checkpoints / "last.ckpt")
     expected = load_weights(tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")
     assert all(torch.equal(expected[k], extended[k]) for k in expected)  # bit-identical
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1  # step 40 is in epoch 1, not 2
     # Resuming an older checkpoint of the run branches into a new run: the run's newer last.ckpt stays.
     final = (checkpoints / "last.ckpt").read_bytes()
     run_main("fit", *flags, "--trainer.max_steps", "26", "--ckpt_path", str(best), cwd=tmp_path / "stopped")

@@ -15,8 +15,9 @@ class Checkpoint(ModelCheckpoint):
     top-k checkpoint, and at the end of training only if it never wrote one: a run whose last epoch
     is not its best, or that stops at ``max_steps`` or ``max_time`` mid-epoch, would end with older
     weights in ``last.ckpt``, and ``--ckpt_path last`` would resume or evaluate them without a word.
-    Here ``last.ckpt`` is also written at the end of every training epoch and when training ends,
-    unless this step is already saved. (A signal saves it too: ``GracefulStop``.)
+    Here ``last.ckpt`` is also written at the end of every training epoch, at the step where a run
+    stops mid-epoch, and when training ends, unless this step is already saved. (A signal saves it
+    too: ``GracefulStop``.)
 
     A ``monitor`` that no one logs (a typo) gets a warning at the first training step if neither the
     sanity check nor that step logged it, and stops the run with one error line at the end of the
@@ -38,6 +39,11 @@ class Checkpoint(ModelCheckpoint):
                 warnings.warn(f"checkpoint.monitor {self.monitor!r} is not logged so far ({', '.join(sorted(logged))});"
                               " unless it is by the end of the epoch, the run stops there")
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        # A stop mid-epoch (max_steps, max_time) is saved here: Lightning then ends the epoch early,
+        # and a checkpoint taken at that epoch end would resume as if the whole epoch had run.
+        stopping = trainer.should_stop or 0 <= trainer.max_steps <= trainer.global_step
+        if stopping and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save_last_unless_saved(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -60,5 +66,4 @@ class Checkpoint(ModelCheckpoint):
         if not self.save_last or trainer.fast_dev_run or self._last_global_step_saved == trainer.global_step:
             return
         self.last_model_path = self.last_model_path or self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-        trainer.save_checkpoint(self.last_model_path, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
+        self._save_checkpoint(trainer, self.last_model_path)  # noted as saved: Lightning's on_train_end adds none

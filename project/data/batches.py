@@ -14,7 +14,9 @@ class TensorBatches:
     each image across epochs.
 
     No workers, no collate, no per-sample Python: one ``randperm`` per epoch and one index per batch.
-    Under DDP every rank draws the same permutation (same ``seed``) and takes every
+    The permutation is drawn from ``seed`` and the epoch that ``set_epoch`` was given: Lightning
+    calls it at each epoch start, as for a ``DistributedSampler`` (a loop of your own calls it too).
+    Under DDP every rank draws the same permutation and takes every
     ``world_size``-th index from ``rank`` on, cut to the same length on every rank, so the shards
     are disjoint and all ranks run the same number of batches.
     """
@@ -36,9 +38,20 @@ class TensorBatches:
         self.epoch, self.skip = 0, 0
         self.shard_size = len(images) // world_size
 
-    def start_at(self, epoch: int, batch: int) -> None:
-        """Make the next pass the ``epoch``-th, starting at its ``batch``-th batch (to resume mid-epoch)."""
-        self.epoch, self.skip = epoch, batch
+    # Lightning calls `loader.sampler.set_epoch(epoch)` at each epoch start, and reads `batch_sampler`
+    # where a loader has a sampler: this loader is its own sampler, without a batch sampler.
+    batch_sampler = None
+
+    @property
+    def sampler(self) -> "TensorBatches":
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip_batches(self, count: int) -> None:
+        """Start the next pass at its ``count``-th batch (to resume mid-epoch)."""
+        self.skip = count
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -55,7 +68,7 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         indices = self.indices().to(self.images.device)
-        self.epoch, skip, self.skip = self.epoch + 1, self.skip, 0
+        skip, self.skip = self.skip, 0
         for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch], batch

@@ -52,7 +52,7 @@ class InMemoryImageDataModule(LightningDataModule):
             raise UsageError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
         self.batch_size, self.val_size, self.crop_padding, self.flip = batch_size, val_size, crop_padding, flip
         self.splits: dict[str, Split] = {}
-        self.resume_at: Optional[tuple[int, int]] = None  # (epoch, batch) from a checkpoint
+        self.resume_batch = 0  # the batch of its epoch that a checkpoint stopped at
 
     @property
     def num_classes(self) -> int:
@@ -90,10 +90,10 @@ class InMemoryImageDataModule(LightningDataModule):
             per_device = f" per device ({world_size} devices)" if world_size > 1 else ""
             raise UsageError(f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
                              f"images{per_device}: an epoch would have no full batch; use a smaller batch size")
-        if self.resume_at is not None:
-            epoch, batch = self.resume_at
-            batches.start_at(*((epoch + 1, 0) if batch >= len(batches) else (epoch, batch)))
-            self.resume_at = None
+        # The epoch comes from the trainer (set_epoch); a checkpoint taken at an epoch's end resumes
+        # with the next epoch, at its first batch.
+        batches.skip_batches(self.resume_batch if self.resume_batch < len(batches) else 0)
+        self.resume_batch = 0
         return batches
 
     def state_dict(self) -> dict:
@@ -103,11 +103,11 @@ class InMemoryImageDataModule(LightningDataModule):
         if self.trainer is None or not self.splits:
             return {}
         batches_done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": self.trainer.current_epoch, "batch": batches_done, "augment_rng": self.augment_rng.get_state()}
+        return {"batch": batches_done, "augment_rng": self.augment_rng.get_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
-            self.resume_at = (state_dict["epoch"], state_dict["batch"])
+            self.resume_batch = state_dict["batch"]
             self.augment_rng.set_state(state_dict["augment_rng"])
 
     def val_dataloader(self) -> TensorBatches:

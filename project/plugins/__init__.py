@@ -1,1 +1,0 @@
-"""Lightning plugins the CLI installs: how checkpoints reach the disk."""
