@@ -3,10 +3,8 @@
 import os
 import pickle
 import re
-import signal
 import sys
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +14,6 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
-from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 # Imported so that configs and flags can name these classes by their short names
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
@@ -38,7 +35,7 @@ from project.checkpoints import (
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
 from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
-from project.errors import UsageError
+from project.errors import UsageError, mistakes_as_one_line
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
@@ -267,76 +264,7 @@ def _leaves(namespace) -> dict:
     return dict(walk(namespace.as_dict() if hasattr(namespace, "as_dict") else namespace, ""))
 
 
-# What a user can get wrong: the template's own checks, Lightning's configuration checks, the file
-# system (a missing file, a full disk) and a diverging run. Anything else is a bug, in the template or
-# in the user's own code, and keeps its traceback.
-MISTAKES = (UsageError, MisconfigurationException, OSError, FloatingPointError)
-
-
 def main() -> None:
-    """Run the CLI; a user mistake found after parsing ends with its message, not a traceback."""
-    try:
+    """Run the CLI; a user's mistake found after parsing ends with one line, not a traceback."""
+    with mistakes_as_one_line():
         CLI()
-    except SIGTERMException:  # GracefulStop saved a checkpoint and printed how to resume
-        sys.exit(128 + signal.SIGTERM)
-    except pickle.UnpicklingError:
-        _exit_with("the checkpoint holds more than weights (objects of other classes) and was not loaded: loading "
-                   "it could run code. If you trust its source, pass --weights_only false")
-    except Exception as err:
-        mistake = _mistake_in(err)
-        if mistake is None and isinstance(err, RuntimeError) and _lost_another_process(err):
-            _exit_with("another process of this job failed and this one stopped with it; its error is printed above")
-        _tell_other_processes()
-        if mistake is not None:
-            _exit_with(str(mistake))
-        raise
-
-
-def _mistake_in(err: Optional[BaseException]) -> Optional[BaseException]:
-    # jsonargparse raises its own ValueError from the error of a class it could not build: follow the cause.
-    while err is not None and not isinstance(err, MISTAKES):
-        err = err.__cause__
-    return err
-
-
-def _exit_with(message: str) -> None:
-    if os.environ.get("TRACEBACK"):
-        raise
-    if _distributed():
-        message = f"(rank {torch.distributed.get_rank()}) {message}"
-    sys.exit(f"error: {message}\n(set TRACEBACK=1 to see where it was raised)")
-
-
-# A failing process of a distributed job leaves this key in the job's store before it exits, so that
-# the others can tell "my peer is gone" from a bug of their own: gloo's lost-peer error is a plain
-# RuntimeError.
-FAILED_KEY = "project/a-process-failed"
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _tell_other_processes() -> None:
-    if _distributed():
-        try:
-            _default_store().set(FAILED_KEY, str(torch.distributed.get_rank()))
-        except RuntimeError:
-            pass  # the store's host has exited: the others find it gone
-
-
-def _lost_another_process(err: RuntimeError) -> bool:
-    if not _distributed():
-        return False
-    if isinstance(err, torch.distributed.DistError):
-        return True
-    try:
-        return _default_store().check([FAILED_KEY])
-    except RuntimeError:  # the store lived in rank 0's process, which has exited
-        return True
-
-
-def _default_store() -> torch.distributed.Store:
-    store = torch.distributed.distributed_c10d._get_default_store()
-    store.set_timeout(timedelta(seconds=10))  # a failing job's store need not wait 30 minutes
-    return store
