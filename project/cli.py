@@ -120,7 +120,8 @@ class CLI(LightningCLI):
         model = _leaves(self.config[self.subcommand].model) if self.subcommand else {}
         self._model_not_applied = [f"model.{key} {value!r} (kept: {model[key]!r})"
                                    for key, value in getattr(self, "_model_as_given", {}).items()
-                                   if key in model and model[key] != value]
+                                   # num_classes: set from the data when both are built (the link below)
+                                   if key in model and model[key] != value and key != "num_classes"]
         if self.subcommand != "fit":
             warn_not_applied(self._model_not_applied)
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer

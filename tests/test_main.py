@@ -40,11 +40,11 @@ def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
     run_main("predict", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
     [predictions] = (workdir / "logs" / "synthetic").glob("version_*/predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
-    assert len(rows) == 512  # the synthetic test set
-    assert all(row["class_name"] == f"class_{row['label']}" for row in rows)
     _, labels = SyntheticDataModule().load("test")  # the same seed gives the same images
-    predicted = torch.tensor([int(row["label"]) for row in rows])
-    assert (predicted == labels).float().mean() > 0.6  # chance is 0.1
+    assert [row["image"] for row in rows] == [str(i) for i in range(512)]  # the synthetic test set, by index
+    assert [row["true"] for row in rows] == [f"class_{label}" for label in labels.tolist()]
+    assert sum(row["predicted"] == row["true"] for row in rows) > 0.6 * 512  # chance is 0.1
+    assert all(0.1 <= float(row["probability"]) <= 1 for row in rows)
 
 
 def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workdir):

@@ -9,11 +9,14 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 
 class PredictionWriter(BasePredictionWriter):
-    """One row per predicted image: its index in the predict set, the label, the class name and the confidence.
+    """One row per predicted image: ``image, predicted, probability, true``.
 
-    Expects ``predict_step`` to return ``{"label": ..., "confidence": ...}`` per batch; class names
-    come from the datamodule's ``class_names`` when it has them. Under DDP every rank predicts the
-    whole predict set (the in-memory datamodules do not shard it) and rank 0 writes the file.
+    ``image`` is the image's path (relative to the data root, or to ``predict_dir``) where the
+    datamodule has ``image_names(split)``, else its index in the predict set. ``predicted`` and
+    ``true`` are class names from the datamodule's ``class_names`` (else label numbers); ``true`` is
+    empty for unlabeled images. Expects ``predict_step`` to return ``{"label", "probability",
+    "target"}`` per batch (target -1: no label). Under DDP every rank predicts the whole predict set
+    (the in-memory datamodules do not shard it) and rank 0 writes the file.
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
@@ -25,15 +28,20 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        names = getattr(trainer.datamodule, "class_names", None)
+        data = trainer.datamodule
+        names = getattr(data, "class_names", None)
+        images = data.image_names("predict") if hasattr(data, "image_names") else None
         path = os.path.join(trainer.log_dir or ".", self.filename)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["index", "label", "class_name", "confidence"])
+            writer.writerow(["image", "predicted", "probability", "true"])
             index = 0
             for batch in predictions:
-                for label, confidence in zip(batch["label"].tolist(), batch["confidence"].tolist()):
-                    writer.writerow([index, label, names[label] if names else "", f"{confidence:.6f}"])
+                for label, probability, target in zip(*(batch[key].tolist() for key in ("label", "probability",
+                                                                                         "target"))):
+                    true = "" if target < 0 else names[target] if names else target
+                    writer.writerow([images[index] if images else index, names[label] if names else label,
+                                     f"{probability:.6f}", true])
                     index += 1
         print(f"Wrote {index} predictions to {path}")

@@ -39,7 +39,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
             raise FileNotFoundError(self._missing(f"downloading it failed ({err})")) from None
 
     def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
-        if split == "val":
+        if split not in ("train", "test"):
             return None
         try:
             dataset = CIFAR10(self.data_dir, train=split == "train", download=False)

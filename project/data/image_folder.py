@@ -27,6 +27,10 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     they differ. Each split is decoded once (in parallel) and cached in ``cache_dir`` as one uint8
     tensor; the cache is rebuilt when a file is added, removed or changed, or ``image_size`` changes.
 
+    ``predict`` runs on ``test/``, or on ``predict_dir``: any images under it, in any subfolder,
+    without labels, resized as in training and not cached. ``image_names`` names each image for
+    ``predictions.csv``.
+
     Args:
         root: The folder holding train/, test/ and optionally val/.
         image_size: Side of the square images the network sees.
@@ -36,6 +40,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         crop_padding: Training images are shifted by up to this many pixels (reflected borders); 0 for none.
         flip: Mirroring of training images: "random" (each image, each epoch, with probability 1/2),
             "alternating" (each image every other epoch) or "none".
+        predict_dir: A folder of images to predict, searched recursively; unset, ``predict`` runs on test/.
     """
 
     def __init__(
@@ -47,10 +52,16 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         val_size: int = 5000,
         crop_padding: int = 4,
         flip: Flip = "random",
+        predict_dir: Optional[str] = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)
+        self.predict_dir = Path(predict_dir) if predict_dir is not None else None
+        if self.predict_dir is not None and not self.predict_dir.is_dir():
+            raise UsageError(f"data.predict_dir {self.predict_dir} is not a folder: give the folder of images to "
+                             "predict (searched recursively)")
         self._caches: dict[str, Optional[Path]] = {}
+        self._names: dict[str, list[str]] = {}  # per split: each image's path, relative to the root
         self.class_names = _class_folders(self.root / "train")
         if len(self.class_names) < 2:
             found = f"only {self.class_names[0]}/" if self.class_names else "no class folders"
@@ -70,11 +81,38 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             self._cache(split)
 
     def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+        if split == "predict":
+            return self._predict_images() if self.predict_dir is not None else None
         cache = self._cache(split)
         if cache is None:
             return None
         cached = torch.load(cache, weights_only=True)
         return cached["images"], cached["labels"]
+
+    def image_names(self, split: str) -> list[str]:
+        """Each image's path in ``split``'s order: relative to the root (``test/cat/1.png``), or to
+        ``predict_dir`` for the images found there."""
+        if split == "predict" and self.predict_dir is None:
+            split = "test"
+        if split not in self._names:
+            self.load(split)
+        return self._names[split]
+
+    def _predict_images(self) -> tuple[Tensor, Tensor]:
+        files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(self.predict_dir) for name in names
+                       if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"data.predict_dir {self.predict_dir} holds no images "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}), in any subfolder")
+        self._names["predict"] = [os.path.relpath(file, self.predict_dir) for file in files]
+        return self._decode(files), torch.full((len(files),), -1)  # -1: no label
+
+    def _decode(self, files: list[str]) -> Tensor:
+        # Workers ignore Ctrl-C: the main process alone handles it, and ends them on its way out.
+        workers = min(os.cpu_count() or 1, 8)
+        with Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+            arrays = pool.starmap(_decode, [(f, self.image_size) for f in files], chunksize=256)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def _cache(self, split: str) -> Optional[Path]:
         # Remembered for the process: prepare_data and setup list and check the folder once between them.
@@ -88,14 +126,10 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if split == "val" and not folder.is_dir():
             return None
         files, labels = self._list(folder)
+        self._names[split] = [os.path.relpath(file, self.root) for file in files]
         cache = self._cache_file(split, files)
         if not cache.is_file():
-            # Workers ignore Ctrl-C: the main process alone handles it, and ends them on its way out.
-            workers = min(os.cpu_count() or 1, 8)
-            with Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-                arrays = pool.starmap(_decode, [(f, self.image_size) for f in files], chunksize=256)
-            images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-            self._write_cache(split, cache, {"images": images, "labels": torch.tensor(labels)})
+            self._write_cache(split, cache, {"images": self._decode(files), "labels": torch.tensor(labels)})
         return cache
 
     def _list(self, folder: Path) -> tuple[list[str], list[int]]:

@@ -59,11 +59,17 @@ class InMemoryImageDataModule(LightningDataModule):
         return len(self.class_names)
 
     def load(self, split: str) -> Optional[Split]:
-        """The images and labels of ``split`` ("train", "val" or "test"); None if the dataset has no such split."""
+        """The images and labels of ``split`` ("train", "val", "test" or "predict"); None if the dataset has no
+        such split (without a "predict" split, ``predict`` runs on "test"). Unknown labels are -1."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        if self.splits:
+        if stage == "predict" and "predict" not in self.splits:
+            predict = self.load("predict")
+            if predict is not None:
+                device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+                self.splits["predict"] = (predict[0].to(device), predict[1].to(device))
+        if "train" in self.splits:
             return
         train, val = self.load("train"), self.load("val")
         if val is None and self.val_size > 0:
@@ -72,7 +78,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.std, self.mean = _channel_std_mean(train[0])
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         splits = {"train": train, "val": val if val is not None else test, "test": test}
-        self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
+        self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         if self.flip == "alternating":  # drawn from the run's seed, like the batch order: a rerun mirrors the same images
             first_epoch = torch.Generator().manual_seed(torch.initial_seed())
@@ -117,7 +123,9 @@ class InMemoryImageDataModule(LightningDataModule):
         return TensorBatches(*self.splits["test"], self.batch_size, shuffle=False, drop_last=False)
 
     def predict_dataloader(self) -> TensorBatches:
-        return self.test_dataloader()
+        if "predict" not in self.splits:
+            return self.test_dataloader()
+        return TensorBatches(*self.splits["predict"], self.batch_size, shuffle=False, drop_last=False)
 
     def plain_train_images(self, count: int) -> Tensor:
         """Up to ``count`` training images drawn with the run's seed, normalized but not augmented, on the

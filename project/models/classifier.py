@@ -102,21 +102,22 @@ class ImageClassifier(LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val", self.val_acc)  # the logits, for callbacks (TensorBoardPictures)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        probabilities = logits_with_tta(self.network, batch[0], self.tta_level).softmax(dim=-1)
-        confidence, label = probabilities.max(dim=-1)
-        return {"label": label, "confidence": confidence}
+        images, targets = batch
+        probabilities = logits_with_tta(self.network, images, self.tta_level).softmax(dim=-1)
+        probability, label = probabilities.max(dim=-1)
+        return {"label": label, "probability": probability, "target": targets}  # target -1: unlabeled
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.optimizer, self.scheduler, self.bias_lr_scale, self.bias_weight_decay)
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
         images, labels = batch
         # Validation picks checkpoints and runs every epoch: no TTA there, to keep it cheap.
         logits = logits_with_tta(self.network, images, self.tta_level if stage == "test" else 0)
@@ -124,3 +125,4 @@ class ImageClassifier(LightningModule):
         # Under DDP every rank evaluates the whole set: syncing averages equal values, and says so to Lightning.
         self.log(f"{stage}/loss", self.loss(logits, labels), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        return logits
