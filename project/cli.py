@@ -207,6 +207,10 @@ class CLI(LightningCLI):
             warnings.warn("the checkpoint's hyperparameters hold objects that weights_only=True does not load: the "
                           "model is built from this config, and the trusted checkpoint's weights are loaded into it")
 
+    def after_fit(self) -> None:
+        if self.config.fit.test_after_fit:
+            self.trainer.test(self.model, datamodule=self.datamodule)  # the model in memory: the final weights
+
     def _check_checkpoint_fits(self) -> None:
         config = self.config[self.subcommand]
         if config.ckpt_path not in (None, "hpc"):
@@ -219,6 +223,10 @@ class CLI(LightningCLI):
         self.trainer.callbacks.append(ResumeReport(self._model_not_applied))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Every subcommand accepts it, so that a run's config.yaml can be given to validate/test/predict.
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="fit: when training ends, test its final weights in the same process (the figure "
+                                 "lands in the run's TensorBoard and the printed summary); ignored by the others")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {

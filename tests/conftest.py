@@ -45,8 +45,10 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(workdir):
-    """One `python main.py fit --config configs/synthetic.yaml`, logging every step, read by several tests."""
-    run_main("fit", "--config", SYNTHETIC, "--trainer.log_every_n_steps", "1", *QUIET, cwd=workdir)
+    """One `python main.py fit --config configs/synthetic.yaml`, logging every step and testing its final
+    weights, read by several tests."""
+    run_main("fit", "--config", SYNTHETIC, "--trainer.log_every_n_steps", "1", "--test_after_fit", "true", *QUIET,
+             cwd=workdir)
     return workdir / "logs" / "synthetic" / "version_0"
 
 

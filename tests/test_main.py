@@ -37,6 +37,9 @@ def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
     config = str(run_dir / "config.yaml")
     result = run_main("test", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
     assert "test/acc" in result.stdout
+    # --test_after_fit tested the same final weights at the end of the fit, into the run's own TensorBoard.
+    [tested] = [run for run in (workdir / "logs" / "synthetic").iterdir() if run != run_dir]
+    assert scalars(run_dir, "test/acc") == [(72, scalars(tested, "test/acc")[0][1])]
     run_main("predict", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
     [predictions] = (workdir / "logs" / "synthetic").glob("version_*/predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
