@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import yaml
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor  # noqa: F401
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
 
