@@ -23,10 +23,11 @@ def expected_lr(step: int, base: float, warmup: int, total: int, start_factor: f
     return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
-def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
+             script: Path = REPO / "main.py") -> subprocess.CompletedProcess:
     """`python main.py ARGS` in a fresh process, with ``cwd`` as the working directory (logs/ goes there)."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), *args],
+        [sys.executable, str(script), *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
