@@ -36,8 +36,13 @@ def run_name(run: Path) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--test-runs", type=Path, nargs="*", default=[],
-                        help="the directories of `main.py test` runs of the runs' last checkpoints, in the same order")
+    parser.add_argument(
+        "--test-runs",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the directories of `main.py test` runs of the runs' last checkpoints, in the same order",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy_per_epoch"))
     args = parser.parse_args()
     curves = {run_name(run): scalars(run, "val/acc") for run in args.runs}

@@ -65,15 +65,22 @@ def main():
     def template():
         return (data.prepare_batch(batch, augment=True) for batch in data.train_dataloader())
 
-    classic_transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    ])
+    classic_transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
     classic_set = ClassicCIFAR(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), classic_transform)
     classic = DataLoader(classic_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=2)
 
-    results = {"raw": images_per_second(raw(), n), "template": images_per_second(template(), n),
-               "classic": images_per_second(classic, n)}
+    results = {
+        "raw": images_per_second(raw(), n),
+        "template": images_per_second(template(), n),
+        "classic": images_per_second(classic, n),
+    }
     print(f"{'pipeline':<10}{'images/s':>12}{'vs classic':>12}")
     for name, rate in results.items():
         print(f"{name:<10}{rate:>12,.0f}{rate / results['classic']:>11.1f}x")

@@ -63,18 +63,49 @@ class EpochTimes(Callback):
 def run_template(root: str, seed: int, workdir: Path, fit_flags: list[str]) -> dict:
     logs, times = workdir / f"seed{seed}", workdir / f"seed{seed}.json"
     common = ["--trainer.logger.init_args.save_dir", str(logs), "--trainer.enable_progress_bar", "false"]
-    fit_wall = timed([MAIN, "fit", "--config", CIFAR, "--data", "ImageFolderDataModule", "--data.root", root,
-                      "--data.cache_dir", str(workdir / "cache"), "--seed_everything", str(seed), *common,
-                      "--trainer.callbacks+=benchmarks.gpu_flagship.EpochTimes", f"--trainer.callbacks.path={times}",
-                      *fit_flags])
+    fit_wall = timed(
+        [
+            MAIN,
+            "fit",
+            "--config",
+            CIFAR,
+            "--data",
+            "ImageFolderDataModule",
+            "--data.root",
+            root,
+            "--data.cache_dir",
+            str(workdir / "cache"),
+            "--seed_everything",
+            str(seed),
+            *common,
+            "--trainer.callbacks+=benchmarks.gpu_flagship.EpochTimes",
+            f"--trainer.callbacks.path={times}",
+            *fit_flags,
+        ]
+    )
     run = logs / "cifar10" / "version_0"
-    test_wall = timed([MAIN, "test", "--config", str(run / "config.yaml"),
-                       "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), *common])
+    test_wall = timed(
+        [
+            MAIN,
+            "test",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            *common,
+        ]
+    )
     events = EventAccumulator(str(logs / "cifar10" / "version_1"))
     events.Reload()
     measured = json.loads(times.read_text())
-    return {"epochs": measured["epochs"], "train": sum(measured["epochs"]), "fit": measured["fit"],
-            "fit_wall": fit_wall, "test_wall": test_wall, "tta_acc": events.Scalars("test/acc")[-1].value}
+    return {
+        "epochs": measured["epochs"],
+        "train": sum(measured["epochs"]),
+        "fit": measured["fit"],
+        "fit_wall": fit_wall,
+        "test_wall": test_wall,
+        "tta_acc": events.Scalars("test/acc")[-1].value,
+    }
 
 
 def timed(command: list[str]) -> float:
@@ -90,8 +121,10 @@ def write_airbench_data(data: ImageFolderDataModule, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         images, labels = data.load(split)
-        torch.save({"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels, "classes": data.class_names},
-                   folder / f"{split}.pt")
+        torch.save(
+            {"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels, "classes": data.class_names},
+            folder / f"{split}.pt",
+        )
 
 
 AIRBENCH_DRIVER = """
@@ -119,10 +152,15 @@ def run_airbench(path: str, seeds: list[int], workdir: Path) -> list[dict]:
     print(result.stdout)
     rows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     # Its own timer, the last column of its table's "eval" rows: whitening, training and TTA evaluation.
-    own = [float(line.strip("|").split("|")[-1]) for line in result.stdout.splitlines()
-           if line.startswith("|") and line.split("|")[2].strip() == "eval"][1:]  # [0] is the warm-up run
-    return [{"wall": float(wall), "own": seconds, "tta_acc": float(accuracy)}
-            for (_, wall, accuracy), seconds in zip(rows, own)]
+    own = [
+        float(line.strip("|").split("|")[-1])
+        for line in result.stdout.splitlines()
+        if line.startswith("|") and line.split("|")[2].strip() == "eval"
+    ][1:]  # [0] is the warm-up run
+    return [
+        {"wall": float(wall), "own": seconds, "tta_acc": float(accuracy)}
+        for (_, wall, accuracy), seconds in zip(rows, own)
+    ]
 
 
 def main() -> None:
@@ -138,24 +176,32 @@ def main() -> None:
         data = ImageFolderDataModule(args.root, cache_dir=str(workdir / "cache"))
         data.prepare_data()  # decoded before any timed run: every run starts with a warm cache
         print(f"device: {device}; template: configs/cifar.yaml {' '.join(args.fit_flags)}")
-        print(f"{'seed':>4} {'train s':>8} {'fit s':>7} {'fit wall':>9} {'test wall':>10} {'TTA acc':>8}  "
-              "train s per epoch")
+        print(
+            f"{'seed':>4} {'train s':>8} {'fit s':>7} {'fit wall':>9} {'test wall':>10} {'TTA acc':>8}  "
+            "train s per epoch"
+        )
         template = []
         for seed in args.seeds:
             r = run_template(args.root, seed, workdir, args.fit_flags)
             template.append(r)
-            print(f"{seed:>4} {r['train']:8.3f} {r['fit']:7.3f} {r['fit_wall']:9.2f} {r['test_wall']:10.2f} "
-                  f"{100 * r['tta_acc']:7.2f}%  " + " ".join(f"{t:.3f}" for t in r["epochs"]))
+            print(
+                f"{seed:>4} {r['train']:8.3f} {r['fit']:7.3f} {r['fit_wall']:9.2f} {r['test_wall']:10.2f} "
+                f"{100 * r['tta_acc']:7.2f}%  " + " ".join(f"{t:.3f}" for t in r["epochs"])
+            )
         mean = {key: statistics.mean(r[key] for r in template) for key in ("train", "fit_wall", "test_wall", "tta_acc")}
-        print(f"template mean: train {mean['train']:.2f} s, fit wall {mean['fit_wall']:.2f} s "
-              f"({mean['fit_wall'] - mean['train']:.2f} s besides training), test wall {mean['test_wall']:.2f} s, "
-              f"TTA accuracy {100 * mean['tta_acc']:.2f}%")
+        print(
+            f"template mean: train {mean['train']:.2f} s, fit wall {mean['fit_wall']:.2f} s "
+            f"({mean['fit_wall'] - mean['train']:.2f} s besides training), test wall {mean['test_wall']:.2f} s, "
+            f"TTA accuracy {100 * mean['tta_acc']:.2f}%"
+        )
         if args.airbench:
             write_airbench_data(data, workdir / "cifar10")
             reference = run_airbench(args.airbench, args.seeds, workdir)
             wall, own, accuracy = (statistics.mean(r[key] for r in reference) for key in ("wall", "own", "tta_acc"))
-            print(f"airbench94_muon mean: {own:.2f} s by its own timer (whitening, training, TTA evaluation), "
-                  f"{wall:.2f} s a run in all; TTA accuracy {100 * accuracy:.2f}%")
+            print(
+                f"airbench94_muon mean: {own:.2f} s by its own timer (whitening, training, TTA evaluation), "
+                f"{wall:.2f} s a run in all; TTA accuracy {100 * accuracy:.2f}%"
+            )
             print(f"template train time / airbench94_muon's own time: {mean['train'] / own:.2f}x")
 
 

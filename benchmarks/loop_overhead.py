@@ -54,8 +54,9 @@ def make_data(batch_size, steps):
 
 def make_model(widths):
     torch.manual_seed(0)
-    return ImageClassifier(network=partial(ConvNet, widths=widths), optimizer=OPTIMIZER, scheduler=SCHEDULER,
-                           label_smoothing=0.2)
+    return ImageClassifier(
+        network=partial(ConvNet, widths=widths), optimizer=OPTIMIZER, scheduler=SCHEDULER, label_smoothing=0.2
+    )
 
 
 def hand_loop(widths, batch_size, steps):
@@ -77,8 +78,15 @@ def hand_loop(widths, batch_size, steps):
 
 def bare_lightning(widths, batch_size, steps):
     clock = StepClock()
-    trainer = Trainer(max_steps=steps, limit_val_batches=0, callbacks=[clock], logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        callbacks=[clock],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(make_model(widths), make_data(batch_size, steps))
     return clock.starts
 
@@ -87,16 +95,46 @@ def template(widths, batch_size, steps):
     clock = StepClock()
     with tempfile.TemporaryDirectory() as logs:
         sys.argv = ["main.py"]
-        cli = CLI(args=[
-            "--model", "ImageClassifier", "--model.network", "ConvNet", "--model.network.widths", str(list(widths)),
-            "--model.optimizer", "SGD", "--model.optimizer.lr", "0.1", "--model.optimizer.momentum", "0.85",
-            "--model.optimizer.nesterov", "true", "--model.optimizer.weight_decay", "5e-4",
-            "--model.scheduler.warmup_steps", "5", "--model.label_smoothing", "0.2",
-            "--data", "SyntheticDataModule", f"--data.train_size={batch_size * (steps + 1)}",
-            "--data.test_size", "16", "--data.val_size", "0", "--data.batch_size", str(batch_size),
-            "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
-            "--trainer.logger.save_dir", logs,
-        ], run=False)
+        cli = CLI(
+            args=[
+                "--model",
+                "ImageClassifier",
+                "--model.network",
+                "ConvNet",
+                "--model.network.widths",
+                str(list(widths)),
+                "--model.optimizer",
+                "SGD",
+                "--model.optimizer.lr",
+                "0.1",
+                "--model.optimizer.momentum",
+                "0.85",
+                "--model.optimizer.nesterov",
+                "true",
+                "--model.optimizer.weight_decay",
+                "5e-4",
+                "--model.scheduler.warmup_steps",
+                "5",
+                "--model.label_smoothing",
+                "0.2",
+                "--data",
+                "SyntheticDataModule",
+                f"--data.train_size={batch_size * (steps + 1)}",
+                "--data.test_size",
+                "16",
+                "--data.val_size",
+                "0",
+                "--data.batch_size",
+                str(batch_size),
+                "--trainer.max_steps",
+                str(steps),
+                "--trainer.limit_val_batches",
+                "0",
+                "--trainer.logger.save_dir",
+                logs,
+            ],
+            run=False,
+        )
         cli.trainer.callbacks.append(clock)
         cli.trainer.fit(cli.model, cli.datamodule)
     return clock.starts
@@ -111,13 +149,17 @@ def main():
     args = parser.parse_args()
     run = dict(widths=WIDTHS[args.network], batch_size=args.batch_size, steps=args.steps + args.warmup)
     hand_loop(**{**run, "steps": args.warmup + 2})  # untimed: whichever loop ran first was slower
-    seconds = {name: median_step(loop(**run), args.warmup)
-               for name, loop in [("hand", hand_loop), ("bare", bare_lightning), ("template", template)]}
+    seconds = {
+        name: median_step(loop(**run), args.warmup)
+        for name, loop in [("hand", hand_loop), ("bare", bare_lightning), ("template", template)]
+    }
     print(f"{args.network} network, batch {args.batch_size}, median of {args.steps} steps")
     for name, value in seconds.items():
         print(f"{name:<10}{value * 1e3:10.2f} ms/step{value / seconds['hand']:8.3f}x hand")
-    print(f"template - hand {1e3 * (seconds['template'] - seconds['hand']):+.3f} ms/step, "
-          f"template - bare {1e3 * (seconds['template'] - seconds['bare']):+.3f} ms/step")
+    print(
+        f"template - hand {1e3 * (seconds['template'] - seconds['hand']):+.3f} ms/step, "
+        f"template - bare {1e3 * (seconds['template'] - seconds['bare']):+.3f} ms/step"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from pytorch_lightning import Callback
@@ -20,11 +20,15 @@ from project.errors import UsageError
 def check_checkpoint_file(path: Path) -> None:
     """Raise a one-line error unless ``path`` is a whole checkpoint file, before anything loads it."""
     if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {path}: no such file. A run's checkpoints are in "
-                                "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt")
+        raise FileNotFoundError(
+            f"--ckpt_path {path}: no such file. A run's checkpoints are in "
+            "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt"
+        )
     if not zipfile.is_zipfile(path):
-        raise UsageError(f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
-                         "pass a .ckpt file from a run's checkpoints/ folder")
+        raise UsageError(
+            f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
+            "pass a .ckpt file from a run's checkpoints/ folder"
+        )
     # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
     try:
         with zipfile.ZipFile(path) as archive:
@@ -32,19 +36,23 @@ def check_checkpoint_file(path: Path) -> None:
     except (zipfile.BadZipFile, EOFError) as err:
         damaged = f"its container ({err})"
     if damaged:
-        raise UsageError(f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
-                         "error? Nothing was loaded; use another checkpoint of the run")
+        raise UsageError(
+            f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
+            "error? Nothing was loaded; use another checkpoint of the run"
+        )
 
 
 def runs_root(logger_args: dict) -> Path:
     """``<save_dir>/<name>``: where the configured logger keeps this config's runs."""
     if not logger_args.get("save_dir"):
-        raise UsageError("--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
-                         "pass the checkpoint's path instead")
+        raise UsageError(
+            "--ckpt_path last needs a logger with a save_dir (the default TensorBoard logger); "
+            "pass the checkpoint's path instead"
+        )
     return Path(logger_args["save_dir"]) / (logger_args.get("name") or "")
 
 
-def newest_last_checkpoint(logger_args: dict, required: bool) -> Optional[Path]:
+def newest_last_checkpoint(logger_args: dict, required: bool) -> Path | None:
     """The newest ``<run>/checkpoints/last.ckpt`` of this config's runs; None (a fresh start) if there is none
     and it is not ``required``. (Lightning resolves "last" in the new run's own, still empty, folder.)"""
     root = runs_root(logger_args)
@@ -53,19 +61,24 @@ def newest_last_checkpoint(logger_args: dict, required: bool) -> Optional[Path]:
         print(f"--ckpt_path last: resuming from {candidates[-1]}", file=sys.stderr)
         return candidates[-1]
     if required:
-        raise FileNotFoundError(f"--ckpt_path last: no run under {root}/ has checkpoints/last.ckpt; "
-                                "pass the checkpoint's path instead")
+        raise FileNotFoundError(
+            f"--ckpt_path last: no run under {root}/ has checkpoints/last.ckpt; pass the checkpoint's path instead"
+        )
     print(f"--ckpt_path last: no run under {root}/ yet; starting one", file=sys.stderr)
     return None
 
 
-def run_continued_by(checkpoint: Path, logger_args: dict) -> Optional[Path]:
+def run_continued_by(checkpoint: Path, logger_args: dict) -> Path | None:
     """The run directory that resuming ``checkpoint`` continues: its own, if it is that run's newest state
     (``<save_dir>/<name>/<run>/checkpoints/last.ckpt``). Any other checkpoint (a best one, one copied
     elsewhere) starts a new run, so that the newer checkpoints of its run are never overwritten."""
     run = checkpoint.parent.parent
-    if (checkpoint.name == "last.ckpt" and checkpoint.parent.name == "checkpoints" and logger_args.get("save_dir")
-            and run.parent.resolve() == runs_root(logger_args).resolve()):
+    if (
+        checkpoint.name == "last.ckpt"
+        and checkpoint.parent.name == "checkpoints"
+        and logger_args.get("save_dir")
+        and run.parent.resolve() == runs_root(logger_args).resolve()
+    ):
         return run
     return None
 
@@ -79,21 +92,31 @@ def check_checkpoint_fits(model: nn.Module, path: Path, weights_only: bool) -> N
     """Raise a one-line error naming the differences if the checkpoint's weights do not fit ``model``."""
     saved = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True).get("state_dict", {})
     expected = model.state_dict()
-    differences = [f"{key} is {tuple(saved[key].shape)} there, {tuple(value.shape)} here"
-                   for key, value in expected.items() if key in saved and saved[key].shape != value.shape]
+    differences = [
+        f"{key} is {tuple(saved[key].shape)} there, {tuple(value.shape)} here"
+        for key, value in expected.items()
+        if key in saved and saved[key].shape != value.shape
+    ]
     differences += [f"{key} is not there" for key in expected if key not in saved]
     differences += [f"{key} is not in this model" for key in saved if key not in expected]
     if differences:
         more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
-        raise UsageError("the checkpoint does not fit the configured model (another network, widths or number of "
-                         f"classes?): {'; '.join(differences[:3])}{more}")
+        raise UsageError(
+            "the checkpoint does not fit the configured model (another network, widths or number of "
+            f"classes?): {'; '.join(differences[:3])}{more}"
+        )
 
 
 def warn_not_applied(not_applied: list[str], note: str = "") -> None:
     """The one warning naming every value given for this run that the checkpoint's value wins over."""
     if not_applied:
-        warnings.warn("the checkpoint's settings are kept; values given for this run that are not applied: "
-                      + ", ".join(not_applied) + "." + note + " To change them, start a new run.")
+        warnings.warn(
+            "the checkpoint's settings are kept; values given for this run that are not applied: "
+            + ", ".join(not_applied)
+            + "."
+            + note
+            + " To change them, start a new run."
+        )
 
 
 class ResumeReport(Callback):
@@ -106,7 +129,7 @@ class ResumeReport(Callback):
 
     def __init__(self, model_not_applied: list[str]) -> None:
         self.model_not_applied = model_not_applied
-        self._checkpoint: Optional[dict] = None
+        self._checkpoint: dict | None = None
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._checkpoint = checkpoint
@@ -119,22 +142,30 @@ class ResumeReport(Callback):
         not_applied, note = list(self.model_not_applied), ""
         scheduled = bool(trainer.lr_scheduler_configs)  # then a group's LR is the scheduler's
         for optimizer, saved in zip(trainer.optimizers, self._checkpoint.get("optimizer_states", [])):
-            not_applied += [f"{type(optimizer).__name__} param group {i} {key} {value} (kept: {kept[key]})"
-                            for i, (group, kept) in enumerate(zip(optimizer.param_groups, saved["param_groups"]))
-                            for key, value in group.items()
-                            if key not in ("params", "initial_lr", "lr" if scheduled else "") and key in kept
-                            and kept[key] != value]
+            not_applied += [
+                f"{type(optimizer).__name__} param group {i} {key} {value} (kept: {kept[key]})"
+                for i, (group, kept) in enumerate(zip(optimizer.param_groups, saved["param_groups"]))
+                for key, value in group.items()
+                if key not in ("params", "initial_lr", "lr" if scheduled else "") and key in kept and kept[key] != value
+            ]
         for config, saved in zip(trainer.lr_scheduler_configs, self._checkpoint.get("lr_schedulers", [])):
             scheduler, state = config.scheduler, config.scheduler.state_dict()
-            not_applied += [f"{type(scheduler).__name__} {key} {value} (kept: {saved[key]})"
-                            for key, value in state.items()
-                            if not key.startswith("_") and key != "last_epoch" and key in saved and saved[key] != value]
+            not_applied += [
+                f"{type(scheduler).__name__} {key} {value} (kept: {saved[key]})"
+                for key, value in state.items()
+                if not key.startswith("_") and key != "last_epoch" and key in saved and saved[key] != value
+            ]
             added = (state.get("total_steps") or 0) - (saved.get("total_steps") or 0)
             if added > 0 and saved.get("total_steps"):
-                floor = (f" (the floor: min_lr_ratio {saved['min_lr_ratio']} x the base LR)"
-                         if "min_lr_ratio" in saved else "")
-                note = (f" The schedule ends at step {saved['total_steps']}: the {added} steps this run adds after it "
-                        f"run at its final LR{floor}.")
+                floor = (
+                    f" (the floor: min_lr_ratio {saved['min_lr_ratio']} x the base LR)"
+                    if "min_lr_ratio" in saved
+                    else ""
+                )
+                note = (
+                    f" The schedule ends at step {saved['total_steps']}: the {added} steps this run adds after it "
+                    f"run at its final LR{floor}."
+                )
         self._checkpoint = None
         warn_not_applied(not_applied, note)
 
@@ -148,7 +179,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     file system the final move is a copy, which a kill can cut short.)
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
         partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
         try:
@@ -159,7 +190,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(file.fileno())
             os.replace(partial, path)
         except OSError as err:
-            raise OSError(f"could not write checkpoint {path}: {err.strerror or err}; the previous file "
-                          "there, if any, is unchanged") from err
+            raise OSError(
+                f"could not write checkpoint {path}: {err.strerror or err}; the previous file "
+                "there, if any, is unchanged"
+            ) from err
         finally:
             partial.unlink(missing_ok=True)

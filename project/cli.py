@@ -6,12 +6,11 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 import yaml
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor  # noqa: F401
+from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ThroughputMonitor  # noqa: F401
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
 
@@ -20,8 +19,11 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from project.callbacks.checkpoint import Checkpoint
 from project.callbacks.finite_loss import StopOnNonFiniteLoss
 from project.callbacks.graceful_stop import GracefulStop
+from project.callbacks.hparams_metric import HparamsMetric
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
+from project.callbacks.tensorboard_pictures import TensorBoardPictures
+from project.callbacks.throughput import images_in_batch
 from project.checkpoints import (
     AtomicCheckpointIO,
     ResumeReport,
@@ -52,7 +54,7 @@ class Parser(LightningArgumentParser):
     def print_usage(self, file=None) -> None:
         pass  # a mistake shows its error, not the 60-line usage first
 
-    def error(self, message: str, ex: Optional[Exception] = None):
+    def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error or os.environ.get("TRACEBACK"):
             super().error(message, ex)  # jsonargparse's inner parsers raise, and it handles the error itself
         reason = ex
@@ -64,8 +66,9 @@ class Parser(LightningArgumentParser):
         setting = ".".join(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
         line = f"{setting}: {reason_text}" if setting and not reason_text.startswith("Parser key") else reason_text
         prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        sys.stderr.write(f"error: {line}\n({prog} --help lists the settings; set TRACEBACK=1 for the parser's "
-                         "full message)\n")
+        sys.stderr.write(
+            f"error: {line}\n({prog} --help lists the settings; set TRACEBACK=1 for the parser's full message)\n"
+        )
         sys.exit(2)
 
 
@@ -97,16 +100,26 @@ class CLI(LightningCLI):
                     "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "logs", "name": "default"},
                 },
-                "callbacks": [LearningRateMonitor(logging_interval="step"), PredictionWriter(), GracefulStop(),
-                              StopOnNonFiniteLoss()],
+                "callbacks": [
+                    LearningRateMonitor(logging_interval="step"),
+                    PredictionWriter(),
+                    GracefulStop(),
+                    StopOnNonFiniteLoss(),
+                    TensorBoardPictures(),
+                    HparamsMetric(),
+                    # A rate over the last 10 steps: the default window (100) is longer than short runs.
+                    ThroughputMonitor(batch_size_fn=images_in_batch, window_size=10),
+                ],
             },
             # Each run has its own directory; a requeued SLURM job continues in its run's and rewrites its config.
             save_config_kwargs={"overwrite": True},
             parser_class=Parser,
             parser_kwargs={
-                subcommand: {"epilog": "Each part has its own help, e.g. `main.py fit --config configs/cifar.yaml "
-                             "--model.scheduler.help WarmupCosine`; also --model.help ImageClassifier, "
-                             "--model.optimizer.help SGD, --data.help CIFAR10DataModule."}
+                subcommand: {
+                    "epilog": "Each part has its own help, e.g. `main.py fit --config configs/cifar.yaml "
+                    "--model.scheduler.help WarmupCosine`; also --model.help ImageClassifier, "
+                    "--model.optimizer.help SGD, --data.help CIFAR10DataModule."
+                }
                 for subcommand in ("fit", "validate", "test", "predict")
             },
             args=args,
@@ -118,22 +131,28 @@ class CLI(LightningCLI):
         # which of the values given for this run lost (a fit's ResumeReport adds the optimizer's and
         # the schedule's, and warns once).
         model = _leaves(self.config[self.subcommand].model) if self.subcommand else {}
-        self._model_not_applied = [f"model.{key} {value!r} (kept: {model[key]!r})"
-                                   for key, value in getattr(self, "_model_as_given", {}).items()
-                                   # num_classes: set from the data when both are built (the link below)
-                                   if key in model and model[key] != value and key != "num_classes"]
+        self._model_not_applied = [
+            f"model.{key} {value!r} (kept: {model[key]!r})"
+            for key, value in getattr(self, "_model_as_given", {}).items()
+            # num_classes: set from the data when both are built (the link below)
+            if key in model and model[key] != value and key != "num_classes"
+        ]
         if self.subcommand != "fit":
             warn_not_applied(self._model_not_applied)
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         if trainer.logger is False or trainer.logger == []:
-            raise UsageError("--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
-                             "is its logger's logs/<name>/version_<n>/, so every run needs a logger; keep the default "
-                             "TensorBoard logger or name another, e.g. --trainer.logger "
-                             "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs")
+            raise UsageError(
+                "--trainer.logger false: a run's directory (config.yaml, checkpoints, predictions.csv) "
+                "is its logger's logs/<name>/version_<n>/, so every run needs a logger; keep the default "
+                "TensorBoard logger or name another, e.g. --trainer.logger "
+                "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs"
+            )
         apple_gpu = trainer.accelerator == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes it
         if trainer.accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or apple_gpu):
-            raise UsageError(f"--trainer.accelerator {trainer.accelerator}: this machine has no GPU that torch "
-                             "can use; use --trainer.accelerator auto (the default) or cpu")
+            raise UsageError(
+                f"--trainer.accelerator {trainer.accelerator}: this machine has no GPU that torch "
+                "can use; use --trainer.accelerator auto (the default) or cpu"
+            )
         # Unless configured, a GPU run autocasts to bfloat16 (about twice as fast for these convnets);
         # a CPU run stays in float32, where bfloat16 autocast is slower.
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -163,9 +182,11 @@ class CLI(LightningCLI):
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
             if self.config.subcommand != "fit" and config.ckpt_path is None:
-                raise UsageError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
-                                 "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
-                                 "for the newest run of the config's logger name")
+                raise UsageError(
+                    f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path with a run's "
+                    "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
+                    "for the newest run of the config's logger name"
+                )
             self._check_checkpoint_arguments(self.config.subcommand, config)
             self._model_as_given = _leaves(config.model)
 
@@ -178,8 +199,10 @@ class CLI(LightningCLI):
             newest = newest_last_checkpoint(logger_args, required=subcommand != "fit")
             config.ckpt_path = str(newest) if newest else None
         elif config.ckpt_path == "best":  # Lightning's "best" exists only in the process that trained
-            raise UsageError("--ckpt_path best: pass the best checkpoint's path, "
-                             "logs/<name>/<version>/checkpoints/best-*.ckpt, or --ckpt_path last")
+            raise UsageError(
+                "--ckpt_path best: pass the best checkpoint's path, "
+                "logs/<name>/<version>/checkpoints/best-*.ckpt, or --ckpt_path last"
+            )
         elif config.ckpt_path is not None and config.ckpt_path != "hpc":
             check_checkpoint_file(Path(config.ckpt_path))
         if subcommand == "fit" and config.ckpt_path not in (None, "hpc"):
@@ -204,8 +227,10 @@ class CLI(LightningCLI):
         except pickle.UnpicklingError:
             if self.config[self.config.subcommand].weights_only is not False:
                 raise
-            warnings.warn("the checkpoint's hyperparameters hold objects that weights_only=True does not load: the "
-                          "model is built from this config, and the trusted checkpoint's weights are loaded into it")
+            warnings.warn(
+                "the checkpoint's hyperparameters hold objects that weights_only=True does not load: the "
+                "model is built from this config, and the trusted checkpoint's weights are loaded into it"
+            )
 
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
@@ -224,9 +249,13 @@ class CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Every subcommand accepts it, so that a run's config.yaml can be given to validate/test/predict.
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="fit: when training ends, test its final weights in the same process (the figure "
-                                 "lands in the run's TensorBoard and the printed summary); ignored by the others")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="fit: when training ends, test its final weights in the same process (the figure "
+            "lands in the run's TensorBoard and the printed summary); ignored by the others",
+        )
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -258,18 +287,22 @@ def _check_config_file(path: str) -> None:
         raise UsageError(f"--config {path} is not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(content, dict):
         why = "it is empty" if content is None else "not a mapping"
-        raise UsageError(f"--config {path} holds no settings ({why}): a config is YAML of `key: value` lines, "
-                         "e.g. `trainer:` then `  max_epochs: 3`")
+        raise UsageError(
+            f"--config {path} holds no settings ({why}): a config is YAML of `key: value` lines, "
+            "e.g. `trainer:` then `  max_epochs: 3`"
+        )
 
 
 def _leaves(namespace) -> dict:
     """``{"init_args.optimizer.init_args.lr": 0.01, ...}`` for a nested config, "init_args." left out."""
+
     def walk(value, prefix):
         if isinstance(value, dict):
             for key, item in value.items():
                 yield from walk(item, prefix if key == "init_args" else f"{prefix}{key}.")
         else:
             yield prefix.rstrip("."), value
+
     return dict(walk(namespace.as_dict() if hasattr(namespace, "as_dict") else namespace, ""))
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import torch
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -21,7 +21,7 @@ class UsageError(ValueError):
     ``setting`` names the setting at fault where a caller adds context to the message.
     """
 
-    def __init__(self, message: str, setting: Optional[str] = None) -> None:
+    def __init__(self, message: str, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
 
@@ -40,20 +40,24 @@ def mistakes_as_one_line() -> Iterator[None]:
     except SIGTERMException:  # GracefulStop saved a checkpoint and printed how to resume
         sys.exit(128 + signal.SIGTERM)
     except pickle.UnpicklingError as err:
-        _exit_with("the checkpoint holds more than weights (objects of other classes) and was not loaded: loading "
-                   "it could run code. If you trust its source, pass --weights_only false", err)
+        _exit_with(
+            "the checkpoint holds more than weights (objects of other classes) and was not loaded: loading "
+            "it could run code. If you trust its source, pass --weights_only false",
+            err,
+        )
     except Exception as err:
         mistake = _mistake_in(err)
         if mistake is None and isinstance(err, RuntimeError) and _lost_another_process(err):
-            _exit_with("another process of this job failed and this one stopped with it; its error is printed above",
-                       err)
+            _exit_with(
+                "another process of this job failed and this one stopped with it; its error is printed above", err
+            )
         _tell_other_processes()
         if mistake is not None:
             _exit_with(str(mistake), err)
         raise
 
 
-def _mistake_in(err: Optional[BaseException]) -> Optional[BaseException]:
+def _mistake_in(err: BaseException | None) -> BaseException | None:
     # jsonargparse raises its own ValueError from the error of a class it could not build: follow the cause.
     while err is not None and not isinstance(err, MISTAKES):
         err = err.__cause__

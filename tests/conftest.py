@@ -23,8 +23,9 @@ def expected_lr(step: int, base: float, warmup: int, total: int, start_factor: f
     return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
-def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
-             script: Path = REPO / "main.py") -> subprocess.CompletedProcess:
+def run_main(
+    *args: str, cwd: Path, env: dict | None = None, check: bool = True, script: Path = REPO / "main.py"
+) -> subprocess.CompletedProcess:
     """`python main.py ARGS` in a fresh process, with ``cwd`` as the working directory (logs/ goes there)."""
     result = subprocess.run(
         [sys.executable, str(script), *args],
@@ -35,7 +36,9 @@ def run_main(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
         timeout=600,
     )
     if check and result.returncode != 0:
-        pytest.fail(f"main.py {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        pytest.fail(
+            f"main.py {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -48,8 +51,17 @@ def workdir(tmp_path_factory):
 def run_dir(workdir):
     """One `python main.py fit --config configs/synthetic.yaml`, logging every step and testing its final
     weights, read by several tests."""
-    run_main("fit", "--config", SYNTHETIC, "--trainer.log_every_n_steps", "1", "--test_after_fit", "true", *QUIET,
-             cwd=workdir)
+    run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        "--trainer.log_every_n_steps",
+        "1",
+        "--test_after_fit",
+        "true",
+        *QUIET,
+        cwd=workdir,
+    )
     return workdir / "logs" / "synthetic" / "version_0"
 
 

@@ -21,9 +21,16 @@ class SaveWeightsPerRank(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         weights = {name: p.detach().cpu() for name, p in pl_module.named_parameters()}
-        torch.save({"weights": weights, "world_size": trainer.world_size, "pid": os.getpid(),
-                    "shard": trainer.train_dataloader.indices(), "train_size": len(trainer.datamodule.splits["train"][0])},
-                   self.dirpath / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {
+                "weights": weights,
+                "world_size": trainer.world_size,
+                "pid": os.getpid(),
+                "shard": trainer.train_dataloader.indices(),
+                "train_size": len(trainer.datamodule.splits["train"][0]),
+            },
+            self.dirpath / f"rank{trainer.global_rank}.pt",
+        )
 
 
 class DataMissingOnOneRank(SyntheticDataModule):
@@ -35,12 +42,13 @@ class DataMissingOnOneRank(SyntheticDataModule):
 
     def setup(self, stage: str) -> None:
         if self.trainer.global_rank == self.failing_rank:
-            raise FileNotFoundError(f"data folder missing on rank {self.failing_rank}: /mnt/data/train")
+            raise FileNotFoundError(f"data folder missing on rank {self.failing_rank}: data/train")
         super().setup(stage)
 
 
 class SignalAtStep(Callback):
-    """Sends ``signal`` to its own process once training reaches optimizer step ``step``, as Ctrl-C or a scheduler would."""
+    """Sends ``signal`` to its own process once training reaches optimizer step ``step``, as Ctrl-C or a
+    scheduler would."""
 
     def __init__(self, step: int, signal: str = "SIGTERM") -> None:
         self.step, self.signal = step, signal

@@ -16,8 +16,20 @@ from PIL import Image
 import project.cli
 from conftest import QUIET, SYNTHETIC
 
-FIT = ["fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-       "--trainer.limit_val_batches", "1", "--model.scheduler.warmup_steps", "1"]
+FIT = [
+    "fit",
+    "--config",
+    SYNTHETIC,
+    *QUIET,
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--model.scheduler.warmup_steps",
+    "1",
+]
 
 
 def run_cli(args, cwd, monkeypatch, capsys):
@@ -47,36 +59,56 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
     return root
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "configs/nope.yaml"], "File does not exist: '{cwd}/configs/nope.yaml'"),
-    (["--trainer.max_epochs", "ten"], "error: trainer.max_epochs: Expected a int. Got value: ten"),
-    (["--model.optimizer.lr", "nan"], "error: model.optimizer.lr: Expected a float. Got value: nan"),
-    (["--model.scheduler.warmup_steps", "1.5"], "error: model.scheduler.warmup_steps: Expected a int. Got value: 1.5"),
-    (["--model.scheduler", "StepLR"], "error: model.scheduler: the following arguments are required: step_size"),
-    (["--model.widths", "[8]"], "error: model: Option 'widths' is not accepted"),
-    (["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number of optimizer steps >= 0, got -5"),
-    (["--model.scheduler.warmup_steps", "10", "--model.scheduler.total_steps", "5"],
-     "total_steps must be >= 1 and >= warmup_steps (10), got 5"),
-    (["--model.scheduler.warmup_steps", "500"], "total_steps=2 is the trainer's estimated_stepping_batches"),
-    (["--model.scheduler.min_lr_ratio", "1.5"], "min_lr_ratio must be a number in [0, 1], got 1.5"),
-    (["--trainer.max_epochs", "-1", "--trainer.limit_train_batches", "1.0"], "total_steps must be finite, got inf"),
-    (["--data", "ImageFolderDataModule", "--data.root", "missing"], "image folder missing/train does not exist"),
-    (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
-    (["--ckpt_path", "notes.txt"], "--ckpt_path notes.txt is not a checkpoint"),
-    (["--trainer.logger.init_args.save_dir", "notes.txt"], "notes.txt"),
-    pytest.param(["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: this machine has no GPU that torch can use",
-                 marks=pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
-                                           reason="a GPU is there")),
-    (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
-    (["--ckpt_path", "best"], "--ckpt_path best: pass the best checkpoint's path"),
-    (["--trainer.num_nodes", "0"], "trainer: `num_nodes` must be a positive integer, but got 0."),
-    (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
-    (["--data.batch_size", "5000"],
-     "data.batch_size 5000 is larger than the 1536 training images: an epoch would have no full batch"),
-    (["--model.label_smoothing", "2"], "model.label_smoothing must be in [0, 1], got 2.0"),
-    (["--model.network.widths", "[0,0,0]"], "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]"),
-    (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "configs/nope.yaml"], "File does not exist: '{cwd}/configs/nope.yaml'"),
+        (["--trainer.max_epochs", "ten"], "error: trainer.max_epochs: Expected a int. Got value: ten"),
+        (["--model.optimizer.lr", "nan"], "error: model.optimizer.lr: Expected a float. Got value: nan"),
+        (
+            ["--model.scheduler.warmup_steps", "1.5"],
+            "error: model.scheduler.warmup_steps: Expected a int. Got value: 1.5",
+        ),
+        (["--model.scheduler", "StepLR"], "error: model.scheduler: the following arguments are required: step_size"),
+        (["--model.widths", "[8]"], "error: model: Option 'widths' is not accepted"),
+        (
+            ["--model.scheduler.warmup_steps", "-5"],
+            "warmup_steps must be a whole number of optimizer steps >= 0, got -5",
+        ),
+        (
+            ["--model.scheduler.warmup_steps", "10", "--model.scheduler.total_steps", "5"],
+            "total_steps must be >= 1 and >= warmup_steps (10), got 5",
+        ),
+        (["--model.scheduler.warmup_steps", "500"], "total_steps=2 is the trainer's estimated_stepping_batches"),
+        (["--model.scheduler.min_lr_ratio", "1.5"], "min_lr_ratio must be a number in [0, 1], got 1.5"),
+        (["--trainer.max_epochs", "-1", "--trainer.limit_train_batches", "1.0"], "total_steps must be finite, got inf"),
+        (["--data", "ImageFolderDataModule", "--data.root", "missing"], "image folder missing/train does not exist"),
+        (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+        (["--ckpt_path", "notes.txt"], "--ckpt_path notes.txt is not a checkpoint"),
+        (["--trainer.logger.init_args.save_dir", "notes.txt"], "notes.txt"),
+        pytest.param(
+            ["--trainer.accelerator", "gpu"],
+            "--trainer.accelerator gpu: this machine has no GPU that torch can use",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is there"
+            ),
+        ),
+        (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
+        (["--ckpt_path", "best"], "--ckpt_path best: pass the best checkpoint's path"),
+        (["--trainer.num_nodes", "0"], "trainer: `num_nodes` must be a positive integer, but got 0."),
+        (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
+        (
+            ["--data.batch_size", "5000"],
+            "data.batch_size 5000 is larger than the 1536 training images: an epoch would have no full batch",
+        ),
+        (["--model.label_smoothing", "2"], "model.label_smoothing must be in [0, 1], got 2.0"),
+        (
+            ["--model.network.widths", "[0,0,0]"],
+            "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]",
+        ),
+        (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
+    ],
+)
 def test_a_mistake_is_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not a checkpoint, not a folder")
     code, stderr = run_cli([*FIT, *args], tmp_path, monkeypatch, capsys)
@@ -88,15 +120,17 @@ def test_evaluating_without_a_checkpoint_is_refused(tmp_path, monkeypatch, capsy
     code, stderr = run_cli([subcommand, "--config", SYNTHETIC, *QUIET], tmp_path, monkeypatch, capsys)
     assert code != 0 and f"error: {subcommand} evaluates trained weights: pass --ckpt_path" in stderr
     assert not (tmp_path / "logs").exists()  # refused before anything ran
-    code, stderr = run_cli([subcommand, "--config", SYNTHETIC, *QUIET, "--ckpt_path", "last"], tmp_path, monkeypatch,
-                           capsys)
+    code, stderr = run_cli(
+        [subcommand, "--config", SYNTHETIC, *QUIET, "--ckpt_path", "last"], tmp_path, monkeypatch, capsys
+    )
     assert code != 0 and "--ckpt_path last: no run under logs/synthetic/ has checkpoints/last.ckpt" in stderr
 
 
 def test_a_misspelled_monitor_warns_at_the_first_step_and_stops_after_the_first_epoch(tmp_path, monkeypatch, capsys):
     with pytest.warns(UserWarning, match="checkpoint.monitor 'val/accuracy' is not logged so far"):
-        code, stderr = run_cli([*FIT, "--trainer.max_epochs", "3", "--checkpoint.monitor", "val/accuracy"], tmp_path,
-                               monkeypatch, capsys)
+        code, stderr = run_cli(
+            [*FIT, "--trainer.max_epochs", "3", "--checkpoint.monitor", "val/accuracy"], tmp_path, monkeypatch, capsys
+        )
     assert code != 0 and "checkpoint.monitor 'val/accuracy' is not a logged metric; the logged ones are: " in stderr
     assert "val/acc, val/loss (last.ckpt holds this epoch)" in stderr
     last = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
@@ -105,9 +139,22 @@ def test_a_misspelled_monitor_warns_at_the_first_step_and_stops_after_the_first_
 
 def test_an_epoch_level_training_metric_can_be_monitored(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--trainer.max_epochs", "2", "--model",
-                                      "tests.run_helpers.ModuleLoggingEpochAccuracy", "--checkpoint.monitor",
-                                      "train/acc", "--checkpoint.filename", "best-{epoch}-{train/acc:.3f}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "main.py",
+            *FIT,
+            "--trainer.max_epochs",
+            "2",
+            "--model",
+            "tests.run_helpers.ModuleLoggingEpochAccuracy",
+            "--checkpoint.monitor",
+            "train/acc",
+            "--checkpoint.filename",
+            "best-{epoch}-{train/acc:.3f}",
+        ],
+    )
     with pytest.warns(UserWarning, match="is not logged so far"):  # it is only at the end of each epoch
         project.cli.main()
     assert list((tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints").glob("best-*"))  # chosen by train/acc
@@ -129,11 +176,16 @@ def test_a_bug_in_the_users_own_module_keeps_its_traceback(tmp_path, monkeypatch
         project.cli.main()
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "--config broken.yaml holds no settings (it is empty)"),
-    ("trainer:\n  max_epochs: 3\n   bad: [1\n",
-     "--config broken.yaml is not valid YAML at line 3, column 7: mapping values are not allowed here"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "--config broken.yaml holds no settings (it is empty)"),
+        (
+            "trainer:\n  max_epochs: 3\n   bad: [1\n",
+            "--config broken.yaml is not valid YAML at line 3, column 7: mapping values are not allowed here",
+        ),
+    ],
+)
 def test_an_empty_or_broken_config_file_is_named(tmp_path, monkeypatch, capsys, content, message):
     (tmp_path / "broken.yaml").write_text(content)
     code, stderr = run_cli([*FIT, "--config", "broken.yaml"], tmp_path, monkeypatch, capsys)
@@ -148,23 +200,47 @@ def test_an_unknown_config_key_is_named(tmp_path, monkeypatch, capsys):
 
 def test_a_bad_setting_is_reported_before_any_image_is_decoded(tmp_path, monkeypatch, capsys):
     image_folder(tmp_path / "images")
-    for flags, message in [(["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number"),
-                           (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0")]:
-        code, stderr = run_cli([*FIT, "--data", "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir",
-                                "cache", *flags], tmp_path, monkeypatch, capsys)
+    for flags, message in [
+        (["--model.scheduler.warmup_steps", "-5"], "warmup_steps must be a whole number"),
+        (["--model.optimizer.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
+    ]:
+        code, stderr = run_cli(
+            [*FIT, "--data", "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir", "cache", *flags],
+            tmp_path,
+            monkeypatch,
+            capsys,
+        )
         assert code != 0 and message in stderr and not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: root.mkdir(), "image folder {root}/train does not exist"),
-    (lambda root: (root / "train").mkdir(parents=True) or (root / "test").mkdir(), "{root}/train has no class folders"),
-    (lambda root: image_folder(root, corrupt=True), "{root}/train/cat/broken.png"),
-    (lambda root: image_folder(root, classes=("cat",)), "{root}/train has only cat/: a classifier needs two or more"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root.mkdir(), "image folder {root}/train does not exist"),
+        (
+            lambda root: (root / "train").mkdir(parents=True) or (root / "test").mkdir(),
+            "{root}/train has no class folders",
+        ),
+        (lambda root: image_folder(root, corrupt=True), "{root}/train/cat/broken.png"),
+        (
+            lambda root: image_folder(root, classes=("cat",)),
+            "{root}/train has only cat/: a classifier needs two or more",
+        ),
+    ],
+)
 def test_an_empty_or_broken_image_folder_is_named(tmp_path, monkeypatch, capsys, make, message):
     make(tmp_path / "images")
-    args = [*FIT, "--data", "ImageFolderDataModule", "--data.root", "images", "--data.val_size", "0",
-            "--data.cache_dir", "cache"]
+    args = [
+        *FIT,
+        "--data",
+        "ImageFolderDataModule",
+        "--data.root",
+        "images",
+        "--data.val_size",
+        "0",
+        "--data.cache_dir",
+        "cache",
+    ]
     code, stderr = run_cli(args, tmp_path, monkeypatch, capsys)
     assert code != 0 and message.format(root="images") in stderr, stderr[-1500:]
 
@@ -180,8 +256,12 @@ def trained(tmp_path, monkeypatch, capsys):
 
 
 def test_a_checkpoint_of_another_model_is_refused(trained, monkeypatch, capsys):
-    code, stderr = run_cli(["test", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(trained), "--data.num_classes", "4"],
-                           trained.parents[4], monkeypatch, capsys)
+    code, stderr = run_cli(
+        ["test", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(trained), "--data.num_classes", "4"],
+        trained.parents[4],
+        monkeypatch,
+        capsys,
+    )
     assert code != 0 and "the checkpoint does not fit the configured model" in stderr and "head.weight" in stderr
 
 
@@ -191,15 +271,23 @@ def test_a_damaged_checkpoint_is_refused_before_anything_loads(trained, monkeypa
     data[middle : middle + 2000] = bytes(2000)  # 2,000 zeroed bytes inside the weights
     damaged = trained.with_name("damaged.ckpt")
     damaged.write_bytes(bytes(data))
-    code, stderr = run_cli(["validate", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(damaged)],
-                           trained.parents[4], monkeypatch, capsys)
+    code, stderr = run_cli(
+        ["validate", "--config", SYNTHETIC, *QUIET, "--ckpt_path", str(damaged)],
+        trained.parents[4],
+        monkeypatch,
+        capsys,
+    )
     assert code != 0 and f"--ckpt_path {damaged} is damaged" in stderr and "fails its checksum" in stderr
 
 
 def test_a_checkpoint_that_would_run_code_is_not_loaded(tmp_path, monkeypatch, capsys):
     torch.save({"state_dict": {}, "payload": Image.new("RGB", (1, 1))}, tmp_path / "downloaded.ckpt")  # any class
     code, stderr = run_cli([*FIT, "--ckpt_path", "downloaded.ckpt"], tmp_path, monkeypatch, capsys)
-    assert code != 0 and "holds more than weights (objects of other classes) and was not loaded" in stderr and "--weights_only false" in stderr
+    assert (
+        code != 0
+        and "holds more than weights (objects of other classes) and was not loaded" in stderr
+        and "--weights_only false" in stderr
+    )
 
 
 def test_a_checkpoint_with_objects_loads_with_weights_only_false(trained, monkeypatch, capsys):
@@ -218,8 +306,9 @@ def test_a_trusted_run_with_objects_in_its_checkpoint_resumes_with_weights_only_
     checkpoint = torch.load(trained, weights_only=True)
     checkpoint["hyper_parameters"]["note"] = decimal.Decimal("1.5")
     torch.save(checkpoint, trained)  # the run's own last.ckpt: resuming it continues the run
-    monkeypatch.setattr(sys, "argv", ["main.py", *FIT, "--trainer.max_epochs", "2", "--ckpt_path", "last",
-                                      "--weights_only", "false"])
+    monkeypatch.setattr(
+        sys, "argv", ["main.py", *FIT, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--weights_only", "false"]
+    )
     with pytest.warns(UserWarning, match="the model is built from this config"):
         project.cli.main()
     assert torch.load(trained, weights_only=False)["epoch"] == 1  # trained on, in the same run
@@ -234,9 +323,22 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(trained, monkeyp
     monkeypatch.setattr("project.checkpoints.os.fsync", disk_full)
     # Resumed into its own run directory, with no best checkpoint to save first: the failing write is
     # the new last.ckpt over the old one.
-    code, stderr = run_cli([*FIT, "--ckpt_path", str(trained), "--trainer.max_epochs", "2",
-                            "--trainer.logger.init_args.version", "0", "--checkpoint.save_top_k", "0"],
-                           trained.parents[4], monkeypatch, capsys)
+    code, stderr = run_cli(
+        [
+            *FIT,
+            "--ckpt_path",
+            str(trained),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.logger.init_args.version",
+            "0",
+            "--checkpoint.save_top_k",
+            "0",
+        ],
+        trained.parents[4],
+        monkeypatch,
+        capsys,
+    )
     assert code != 0 and "could not write checkpoint" in stderr and "No space left on device" in stderr
     assert trained.read_bytes() == before
     assert not [p for p in trained.parent.iterdir() if p.name.startswith(".")]  # no partial file left behind

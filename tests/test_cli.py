@@ -1,7 +1,6 @@
 """The real LightningCLI parser: overrides, short names, every config in configs/."""
 
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
@@ -31,17 +30,28 @@ def fit_briefly(cli):
 
 def test_command_line_overrides_reach_the_instantiated_objects():
     cli = parse(
-        "--model.optimizer.lr", "0.02",
-        "--model.optimizer.weight_decay", "0.1",
-        "--model.scheduler.warmup_steps", "3",
-        "--model.scheduler.total_steps", "11",
-        "--model.scheduler.start_factor", "0.25",
-        "--model.scheduler.min_lr_ratio", "0.1",
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "5",
-        "--trainer.limit_val_batches", "1",
-        "--data.batch_size", "32",
-        "--data.train_size", "1024",
+        "--model.optimizer.lr",
+        "0.02",
+        "--model.optimizer.weight_decay",
+        "0.1",
+        "--model.scheduler.warmup_steps",
+        "3",
+        "--model.scheduler.total_steps",
+        "11",
+        "--model.scheduler.start_factor",
+        "0.25",
+        "--model.scheduler.min_lr_ratio",
+        "0.1",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "5",
+        "--trainer.limit_val_batches",
+        "1",
+        "--data.batch_size",
+        "32",
+        "--data.train_size",
+        "1024",
     )
     assert cli.trainer.max_epochs == 1
     assert cli.trainer.precision == "32-true"  # a CPU run stays in float32
@@ -58,7 +68,16 @@ def test_command_line_overrides_reach_the_instantiated_objects():
 
 
 def test_total_steps_defaults_to_the_trainer_estimate_and_a_configured_value_wins():
-    limits = ["--model.scheduler.warmup_steps", "2", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"]
+    limits = [
+        "--model.scheduler.warmup_steps",
+        "2",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
     assert fit_briefly(parse(*limits)).total_steps == 6
     assert fit_briefly(parse(*limits, "--model.scheduler.total_steps", "40")).total_steps == 40
     accumulated = fit_briefly(parse(*limits, "--trainer.accumulate_grad_batches", "2"))
@@ -67,16 +86,35 @@ def test_total_steps_defaults_to_the_trainer_estimate_and_a_configured_value_win
 
 def test_optimizer_and_scheduler_are_selectable_by_short_name():
     cli = parse(
-        "--model.optimizer", "SGD", "--model.optimizer.lr", "0.05", "--model.optimizer.momentum", "0.9",
-        "--model.scheduler", "CosineAnnealingLR", "--model.scheduler.T_max", "50",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--model.optimizer",
+        "SGD",
+        "--model.optimizer.lr",
+        "0.05",
+        "--model.optimizer.momentum",
+        "0.9",
+        "--model.scheduler",
+        "CosineAnnealingLR",
+        "--model.scheduler.T_max",
+        "50",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
     )
     scheduler = fit_briefly(cli)
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 50
     assert isinstance(scheduler.optimizer, torch.optim.SGD) and scheduler.optimizer.defaults["momentum"] == 0.9
     assert cli.trainer.lr_scheduler_configs[0].interval == "step"
-    back = parse("--model.scheduler", "CosineAnnealingLR", "--model.scheduler", "WarmupCosine",
-                 "--model.scheduler.warmup_steps", "4")
+    back = parse(
+        "--model.scheduler",
+        "CosineAnnealingLR",
+        "--model.scheduler",
+        "WarmupCosine",
+        "--model.scheduler.warmup_steps",
+        "4",
+    )
     assert back.config.model.init_args.scheduler.class_path == "project.optim.warmup_cosine.WarmupCosine"
 
 
@@ -98,16 +136,31 @@ def test_every_config_parses_and_instantiates(config):
 
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: Path(p).name)
 def test_the_ddp_preset_composes_with_every_recipe(config):
-    cli = CLI(args=["--config", config, "--config", str(REPO / "configs" / "ddp.yaml"), "--trainer.accelerator", "cpu",
-                    "--trainer.devices", "2"], run=False)
+    cli = CLI(
+        args=[
+            "--config",
+            config,
+            "--config",
+            str(REPO / "configs" / "ddp.yaml"),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+        ],
+        run=False,
+    )
     assert type(cli.trainer.strategy).__name__ == "DDPStrategy" and cli.trainer.num_devices == 2
 
 
 class LinearProbe(LightningModule):
     """A user's own LightningModule: it gets the template's optimizer and scheduler wiring in one line."""
 
-    def __init__(self, num_classes: int, optimizer: OptimizerCallable = torch.optim.SGD,
-                 scheduler: Optional[LRSchedulerCallable] = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: OptimizerCallable = torch.optim.SGD,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.linear = torch.nn.Linear(3 * 32 * 32, num_classes)
@@ -122,21 +175,46 @@ class LinearProbe(LightningModule):
 
 
 def test_a_users_own_lightning_module_gets_the_same_wiring():
-    cli = CLI(args=[
-        "--model", "test_cli.LinearProbe", "--model.optimizer", "SGD", "--model.optimizer.lr", "0.1",
-        "--model.scheduler", "WarmupCosine", "--model.scheduler.warmup_steps", "2",
-        "--data", "SyntheticDataModule", "--data.num_classes", "3", "--data.train_size", "512",
-        "--data.val_size", "0", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
-        "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null",
-    ], run=False)
+    cli = CLI(
+        args=[
+            "--model",
+            "test_cli.LinearProbe",
+            "--model.optimizer",
+            "SGD",
+            "--model.optimizer.lr",
+            "0.1",
+            "--model.scheduler",
+            "WarmupCosine",
+            "--model.scheduler.warmup_steps",
+            "2",
+            "--data",
+            "SyntheticDataModule",
+            "--data.num_classes",
+            "3",
+            "--data.train_size",
+            "512",
+            "--data.val_size",
+            "0",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.limit_val_batches",
+            "0",
+            "--checkpoint.monitor",
+            "null",
+        ],
+        run=False,
+    )
     assert cli.model.linear.out_features == 3
     scheduler = fit_briefly(cli)
     assert isinstance(scheduler, WarmupCosine) and scheduler.total_steps == 8 and scheduler.last_epoch == 8
     assert cli.trainer.lr_scheduler_configs[0].interval == "step"
 
 
-@pytest.mark.parametrize("flags", [["--trainer.fast_dev_run", "true"],
-                                   ["--trainer.overfit_batches", "2", "--trainer.max_epochs", "2"]])
+@pytest.mark.parametrize(
+    "flags", [["--trainer.fast_dev_run", "true"], ["--trainer.overfit_batches", "2", "--trainer.max_epochs", "2"]]
+)
 def test_lightnings_debugging_flags_run_without_the_schedule(flags):
     cli = parse(*flags, "--trainer.enable_progress_bar", "false")
     with pytest.warns(UserWarning, match=rf"trainer.{flags[0][10:]} is set: this debugging run skips the LR schedule"):
@@ -157,8 +235,18 @@ def test_bf16_mixed_is_the_default_where_torch_sees_a_gpu_and_an_explicit_precis
 def test_a_torchvision_model_plugs_in_by_name_and_trains_from_scratch_offline():
     import torchvision
 
-    cli = parse("--model.network", "torchvision.models.resnet18", "--trainer.max_steps", "2", "--model.scheduler", "null",
-                "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false")
+    cli = parse(
+        "--model.network",
+        "torchvision.models.resnet18",
+        "--trainer.max_steps",
+        "2",
+        "--model.scheduler",
+        "null",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     network = cli.model.network
     assert isinstance(network, torchvision.models.ResNet) and network.fc.out_features == 10
     cli.trainer.fit(cli.model, cli.datamodule)  # no weights asked for: nothing to download

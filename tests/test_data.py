@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, SYNTHETIC, write_image_folder
-
 import project.data.image_folder as image_folder
+from conftest import REPO, SYNTHETIC, write_image_folder
 from project.data.augment import random_shift_and_flip
 from project.data.batches import TensorBatches
 from project.data.image_folder import ImageFolderDataModule
@@ -24,9 +23,13 @@ def test_each_image_gets_its_own_shift_and_about_half_are_mirrored():
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     out = random_shift_and_flip(image.expand(2000, -1, -1, -1), padding=2, mirror=torch.rand(2000) < 0.5)
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="reflect")[0]
-    windows = {(dy, dx, mirrored): window.flip(-1) if mirrored else window
-               for dy in range(5) for dx in range(5) for mirrored in (False, True)
-               for window in [padded[:, dy : dy + 32, dx : dx + 32]]}
+    windows = {
+        (dy, dx, mirrored): window.flip(-1) if mirrored else window
+        for dy in range(5)
+        for dx in range(5)
+        for mirrored in (False, True)
+        for window in [padded[:, dy : dy + 32, dx : dx + 32]]
+    }
     found = [next(k for k, w in windows.items() if torch.equal(o, w)) for o in out]  # each is a window
     assert len(set(found)) == 50  # every shift, mirrored and not, within one batch
     assert 0.45 < sum(mirrored for *_, mirrored in found) / len(found) < 0.55
@@ -40,8 +43,10 @@ def test_shift_only_and_flip_only():
     assert all(torch.equal(f, i.flip(-1) if m else i) for f, i, m in zip(flipped, images, mirror))
     shifted = random_shift_and_flip(images, padding=1, mirror=None)
     padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
-    assert all(any(torch.equal(s, p[:, dy : dy + 8, dx : dx + 8]) for dy in range(3) for dx in range(3))
-               for s, p in zip(shifted, padded))
+    assert all(
+        any(torch.equal(s, p[:, dy : dy + 8, dx : dx + 8]) for dy in range(3) for dx in range(3))
+        for s, p in zip(shifted, padded)
+    )
 
 
 def test_training_batches_are_augmented_and_normalized_labels_untouched():
@@ -49,7 +54,9 @@ def test_training_batches_are_augmented_and_normalized_labels_untouched():
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     images, labels, indices = batch
-    assert torch.equal(images, data.splits["train"][0][indices]) and torch.equal(labels, data.splits["train"][1][indices])
+    assert torch.equal(images, data.splits["train"][0][indices]) and torch.equal(
+        labels, data.splits["train"][1][indices]
+    )
     plain, same_labels = data.prepare_batch(batch, augment=False)
     assert torch.equal(same_labels, labels)
     assert torch.allclose(plain, (images.float() - data.mean) / data.std, atol=1e-6)
@@ -80,7 +87,9 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch_from_a_seeded_sta
     data.setup("fit")
     epochs = [mirrored_in_epoch(data, epoch) for epoch in range(4)]
     assert 0.4 < epochs[0].float().mean() < 0.6
-    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0]) and torch.equal(epochs[3], ~epochs[0])
+    assert (
+        torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0]) and torch.equal(epochs[3], ~epochs[0])
+    )
     torch.manual_seed(3)
     again = SyntheticDataModule(train_size=400, val_size=0, test_size=16, crop_padding=0, flip="alternating")
     again.setup("fit")
@@ -99,8 +108,10 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch_from_a_seeded_sta
 def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, drop_last):
     n, batch_size = 103, 8
     data = torch.arange(n)
-    loaders = [TensorBatches(data, data, batch_size, True, drop_last, seed=5, rank=r, world_size=world_size)
-               for r in range(world_size)]
+    loaders = [
+        TensorBatches(data, data, batch_size, True, drop_last, seed=5, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
     epochs = []
     for epoch in range(2):
         for loader in loaders:
@@ -232,10 +243,27 @@ main()
 
 def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
     write_image_folder(tmp_path / "images", per_class=100)  # 300 images: a minute to decode
-    process = subprocess.Popen([sys.executable, "-c", SLOW_DECODING, "fit", "--config", SYNTHETIC, "--data",
-                                "ImageFolderDataModule", "--data.root", "images", "--data.cache_dir", "cache"],
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SLOW_DECODING,
+            "fit",
+            "--config",
+            SYNTHETIC,
+            "--data",
+            "ImageFolderDataModule",
+            "--data.root",
+            "images",
+            "--data.cache_dir",
+            "cache",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout.readline().strip() == "decoding"
     time.sleep(3)  # well into decoding (imports and listing come first)
     process.send_signal(signal.SIGINT)

@@ -6,14 +6,25 @@ import sys
 
 import pytest
 import torch
+from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.rank_zero import rank_zero_only as pl_rank_zero_only
 
 from conftest import QUIET, REPO, SYNTHETIC, run_main, scalars, write_image_folder
 from project.cli import CLI
 
 DDP = str(REPO / "configs" / "ddp.yaml")
 # configs/synthetic.yaml runs batch 64 in one process; two processes of 32 make the same global batch.
-TWO_CPU_PROCESSES = ["--config", DDP, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--data.batch_size", "32"]
+TWO_CPU_PROCESSES = [
+    "--config",
+    DDP,
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "2",
+    "--data.batch_size",
+    "32",
+]
 
 
 def save_weights_per_rank(directory):
@@ -42,8 +53,17 @@ def assert_written_once(workdir):
 @pytest.fixture(scope="module")
 def ddp_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ddp")
-    run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.log_every_n_steps", "1",
-             *save_weights_per_rank(workdir / "weights"), *QUIET, cwd=workdir)
+    run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *TWO_CPU_PROCESSES,
+        "--trainer.log_every_n_steps",
+        "1",
+        *save_weights_per_rank(workdir / "weights"),
+        *QUIET,
+        cwd=workdir,
+    )
     return workdir
 
 
@@ -62,9 +82,18 @@ def test_ddp_lr_at_every_step_equals_the_single_process_run_at_the_same_global_b
 
 @pytest.mark.parametrize("failing_rank", [0, 1])
 def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, failing_rank):
-    result = run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, *QUIET,
-                      "--data", "tests.run_helpers.DataMissingOnOneRank", f"--data.failing_rank={failing_rank}",
-                      cwd=tmp_path, check=False)  # run_main's timeout fails the test if the job hangs
+    result = run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *TWO_CPU_PROCESSES,
+        *QUIET,
+        "--data",
+        "tests.run_helpers.DataMissingOnOneRank",
+        f"--data.failing_rank={failing_rank}",
+        cwd=tmp_path,
+        check=False,
+    )  # run_main's timeout fails the test if the job hangs
     assert result.returncode != 0
     assert f"error: (rank {failing_rank}) data folder missing on rank {failing_rank}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -73,18 +102,40 @@ def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, failing_rank
 def test_torchrun_launches_the_same_cli(tmp_path):
     # torchrun starts every process itself and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT;
     # Lightning detects that (TorchElasticEnvironment) and launches nothing more.
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "main.py"), "fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.max_epochs", "1",
-               *save_weights_per_rank(tmp_path / "weights"), *QUIET]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "main.py"),
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *TWO_CPU_PROCESSES,
+        "--trainer.max_epochs",
+        "1",
+        *save_weights_per_rank(tmp_path / "weights"),
+        *QUIET,
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_ranks_agree(tmp_path / "weights")
     assert_written_once(tmp_path)
 
 
-SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-             "SLURM_JOB_NUM_NODES": "1", "SLURM_NODELIST": "node1", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
-             "SLURM_NODEID": "0"}
+SLURM_JOB = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_NODELIST": "node1",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "0",
+}
 
 
 def test_slurm_script_is_valid_bash_and_runs_the_cli_with_the_jobs_geometry(tmp_path):
@@ -94,10 +145,20 @@ def test_slurm_script_is_valid_bash_and_runs_the_cli_with_the_jobs_geometry(tmp_
     fake_srun.parent.mkdir()
     fake_srun.write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_ARGS"\n')
     fake_srun.chmod(0o755)
-    env = {**os.environ, **SLURM_JOB, "SLURM_JOB_NUM_NODES": "2", "SLURM_SUBMIT_DIR": str(REPO),
-           "PATH": f"{fake_srun.parent}:{os.environ['PATH']}", "SRUN_ARGS": str(tmp_path / "args")}
-    subprocess.run(["bash", str(script), "--config", "configs/cifar.yaml", "--data.batch_size", "128"],
-                   env=env, check=True, timeout=60)
+    env = {
+        **os.environ,
+        **SLURM_JOB,
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_SUBMIT_DIR": str(REPO),
+        "PATH": f"{fake_srun.parent}:{os.environ['PATH']}",
+        "SRUN_ARGS": str(tmp_path / "args"),
+    }
+    subprocess.run(
+        ["bash", str(script), "--config", "configs/cifar.yaml", "--data.batch_size", "128"],
+        env=env,
+        check=True,
+        timeout=60,
+    )
     args = (tmp_path / "args").read_text().split("\n")
     assert args[1:5] == ["main.py", "fit", "--config", "configs/cifar.yaml"]
     assert "configs/ddp.yaml" in args and args[args.index("--trainer.num_nodes") + 1] == "2"
@@ -108,6 +169,10 @@ def test_slurm_script_is_valid_bash_and_runs_the_cli_with_the_jobs_geometry(tmp_
 def test_lightning_detects_slurm_from_the_cli(monkeypatch):
     for name, value in SLURM_JOB.items():
         monkeypatch.setenv(name, value)
+    # The Trainer sets this process's rank to the job's (1) for every later run in it: restored afterwards,
+    # or the in-process runs of other tests would log nothing (rank 0 alone writes).
+    for rank_zero_only in (utils_rank_zero_only, pl_rank_zero_only):
+        monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cli = CLI(args=["--config", SYNTHETIC, *TWO_CPU_PROCESSES], run=False)
     environment = cli.trainer.strategy.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue
@@ -116,10 +181,28 @@ def test_lightning_detects_slurm_from_the_cli(monkeypatch):
 
 def test_ddp_with_an_image_folder_decodes_once_and_trains(tmp_path):
     write_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=40)
-    run_main("fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, "--trainer.max_epochs", "1", *QUIET,
-             "--data", "ImageFolderDataModule", "--data.root", "images", "--data.val_size", "0",
-             "--data.batch_size", "16", "--data.cache_dir", "cache", "--model.scheduler.warmup_steps", "1",
-             *save_weights_per_rank(tmp_path / "weights"),
-             cwd=tmp_path)
+    run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *TWO_CPU_PROCESSES,
+        "--trainer.max_epochs",
+        "1",
+        *QUIET,
+        "--data",
+        "ImageFolderDataModule",
+        "--data.root",
+        "images",
+        "--data.val_size",
+        "0",
+        "--data.batch_size",
+        "16",
+        "--data.cache_dir",
+        "cache",
+        "--model.scheduler.warmup_steps",
+        "1",
+        *save_weights_per_rank(tmp_path / "weights"),
+        cwd=tmp_path,
+    )
     assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt")) == ["test", "train"]
     assert_ranks_agree(tmp_path / "weights")

@@ -70,10 +70,22 @@ def test_help_and_print_config_show_the_scheduler(workdir):
 
 def test_cifar10_without_network_stops_with_one_clear_message(tmp_path):
     data_dir = tmp_path / "empty"
-    offline = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    result = run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--data.data_dir", str(data_dir),
-                      cwd=tmp_path, env=offline, check=False)
+    offline = {
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    result = run_main(
+        "fit",
+        "--config",
+        str(REPO / "configs" / "cifar.yaml"),
+        "--data.data_dir",
+        str(data_dir),
+        cwd=tmp_path,
+        env=offline,
+        check=False,
+    )
     assert result.returncode != 0
     assert f"CIFAR-10 was not found in data_dir='{data_dir}'" in result.stderr
     assert "cifar-10-batches-py" in result.stderr
@@ -82,13 +94,16 @@ def test_cifar10_without_network_stops_with_one_clear_message(tmp_path):
 
 def test_a_bad_value_is_one_clear_error(tmp_path):
     # tests/test_bad_input.py tries every listed mistake in-process; this is the real `python main.py`.
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--model.scheduler.warmup_steps", "500", cwd=tmp_path,
-                      check=False)
+    result = run_main(
+        "fit", "--config", SYNTHETIC, *QUIET, "--model.scheduler.warmup_steps", "500", cwd=tmp_path, check=False
+    )
     assert result.returncode == 1
-    assert result.stderr.rstrip().endswith("error: WarmupCosine: total_steps must be >= 1 and >= warmup_steps (500), "
-                                           "got 72; total_steps counts the warmup (total_steps=72 is the trainer's "
-                                           "estimated_stepping_batches, the run's length in optimizer steps)\n"
-                                           "(set TRACEBACK=1 to see where it was raised)")
+    assert result.stderr.rstrip().endswith(
+        "error: WarmupCosine: total_steps must be >= 1 and >= warmup_steps (500), "
+        "got 72; total_steps counts the warmup (total_steps=72 is the trainer's "
+        "estimated_stepping_batches, the run's length in optimizer steps)\n"
+        "(set TRACEBACK=1 to see where it was raised)"
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -96,8 +111,11 @@ def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path):
     # jsonargparse's own message is 19 nested lines here; TRACEBACK=1 still shows it.
     result = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert result.stderr == ("error: model.optimizer.lr: Expected a float. Got value: nan\n"
-                             "(main.py fit --help lists the settings; set TRACEBACK=1 for the parser's full message)\n")
-    full = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False,
-                    env={"TRACEBACK": "1"})
+    assert result.stderr == (
+        "error: model.optimizer.lr: Expected a float. Got value: nan\n"
+        "(main.py fit --help lists the settings; set TRACEBACK=1 for the parser's full message)\n"
+    )
+    full = run_main(
+        "fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False, env={"TRACEBACK": "1"}
+    )
     assert full.returncode == 2 and len(full.stderr.splitlines()) > 10

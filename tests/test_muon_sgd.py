@@ -82,12 +82,24 @@ def test_through_the_trainer_each_group_follows_the_schedule_from_its_own_base_l
             self.lrs.append([group["lr"] for group in optimizer.param_groups])
 
     torch.manual_seed(0)
-    model = ImageClassifier(network=partial(ConvNet, widths=(8, 8, 8)), bias_lr_scale=64.0, bias_weight_decay=True,
-                            optimizer=partial(MuonSGD, filter_lr=0.2, **SGD_SETTINGS),
-                            scheduler=partial(WarmupCosine, warmup_steps=2, min_lr_ratio=0.1))
+    model = ImageClassifier(
+        network=partial(ConvNet, widths=(8, 8, 8)),
+        bias_lr_scale=64.0,
+        bias_weight_decay=True,
+        optimizer=partial(MuonSGD, filter_lr=0.2, **SGD_SETTINGS),
+        scheduler=partial(WarmupCosine, warmup_steps=2, min_lr_ratio=0.1),
+    )
     record = Record()
-    trainer = Trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0, callbacks=[record], logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=6,
+        limit_val_batches=0,
+        callbacks=[record],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16))
     head, filters, biases = trainer.optimizers[0].param_groups
     assert head["params"] == [model.network.head.weight]
@@ -104,9 +116,25 @@ def test_through_the_trainer_each_group_follows_the_schedule_from_its_own_base_l
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: the GPU default, here on the CPU
 def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, precision):
-    run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--data", "SyntheticDataModule",
-             "--data.batch_size", "64", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
-             "--model.network.init_args.widths", "[16, 32, 32]", "--trainer.precision", precision, *QUIET, cwd=tmp_path)
+    run_main(
+        "fit",
+        "--config",
+        str(REPO / "configs" / "cifar.yaml"),
+        "--data",
+        "SyntheticDataModule",
+        "--data.batch_size",
+        "64",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.network.init_args.widths",
+        "[16, 32, 32]",
+        "--trainer.precision",
+        precision,
+        *QUIET,
+        cwd=tmp_path,
+    )
     run = tmp_path / "logs" / "cifar10" / "version_0"  # 2048 images (val_size 0) / 64 = 32 steps per epoch
     filter_lrs = scalars(run, "lr-MuonSGD/pg2")
     assert len(filter_lrs) == 2 * 32 and filter_lrs[0][1] == pytest.approx(0.24)  # cosine from the peak, no warmup

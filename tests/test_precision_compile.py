@@ -19,14 +19,26 @@ GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 
 
 def tiny_model(**kwargs):
-    return ImageClassifier(network=partial(ConvNet, widths=(8, 8, 8)), optimizer=partial(torch.optim.SGD, lr=0.05),
-                           scheduler=partial(WarmupCosine, warmup_steps=2), **kwargs)
+    return ImageClassifier(
+        network=partial(ConvNet, widths=(8, 8, 8)),
+        optimizer=partial(torch.optim.SGD, lr=0.05),
+        scheduler=partial(WarmupCosine, warmup_steps=2),
+        **kwargs,
+    )
 
 
 def fit(model, **trainer_kwargs):
     torch.manual_seed(0)
-    trainer = Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs)
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
     trainer.fit(model, SyntheticDataModule(train_size=128, val_size=32, test_size=32, batch_size=16))
     return trainer
 
@@ -37,11 +49,14 @@ def record_head_dtypes(model):
     return dtypes
 
 
-@pytest.mark.parametrize("precision, accelerator, dtype", [
-    ("bf16-mixed", "cpu", torch.bfloat16),
-    pytest.param("bf16-mixed", "gpu", torch.bfloat16, marks=GPU),
-    pytest.param("16-mixed", "gpu", torch.float16, marks=GPU),
-])
+@pytest.mark.parametrize(
+    "precision, accelerator, dtype",
+    [
+        ("bf16-mixed", "cpu", torch.bfloat16),
+        pytest.param("bf16-mixed", "gpu", torch.bfloat16, marks=GPU),
+        pytest.param("16-mixed", "gpu", torch.float16, marks=GPU),
+    ],
+)
 def test_mixed_precision_computes_in_half_and_keeps_float32_weights(precision, accelerator, dtype):
     model = tiny_model()
     dtypes = record_head_dtypes(model)
@@ -78,4 +93,3 @@ def test_batches_reach_the_network_channels_last():
     data.setup("fit")
     images, _ = data.prepare_batch(next(iter(data.train_dataloader())), augment=True)
     assert images.is_contiguous(memory_format=torch.channels_last)
-

@@ -6,9 +6,24 @@ import sys
 import project.cli
 from conftest import QUIET, SYNTHETIC, write_image_folder
 
-TINY_FIT = ["fit", "--config", SYNTHETIC, *QUIET, "--data", "ImageFolderDataModule", "--data.root", "images",
-            "--data.val_size", "0", "--data.batch_size", "4", "--trainer.max_steps", "3",
-            "--model.scheduler.warmup_steps", "1"]
+TINY_FIT = [
+    "fit",
+    "--config",
+    SYNTHETIC,
+    *QUIET,
+    "--data",
+    "ImageFolderDataModule",
+    "--data.root",
+    "images",
+    "--data.val_size",
+    "0",
+    "--data.batch_size",
+    "4",
+    "--trainer.max_steps",
+    "3",
+    "--model.scheduler.warmup_steps",
+    "1",
+]
 
 
 def run(monkeypatch, *args):
@@ -30,7 +45,7 @@ def test_predictions_name_each_image_and_its_true_class(tmp_path, monkeypatch, r
     run(monkeypatch, *TINY_FIT)
     checkpoint = "logs/synthetic/version_0/checkpoints/last.ckpt"
     predict = [*TINY_FIT[1:], "--ckpt_path", checkpoint]
-    predict[predict.index("--trainer.max_steps"):predict.index("--trainer.max_steps") + 2] = []
+    predict[predict.index("--trainer.max_steps") : predict.index("--trainer.max_steps") + 2] = []
 
     run(monkeypatch, "predict", *predict)
     rows = predictions(tmp_path / "logs" / "synthetic" / "version_1")

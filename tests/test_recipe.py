@@ -17,15 +17,26 @@ from project.optim.warmup_cosine import WarmupCosine
 
 
 def small_model(**kwargs):
-    return ImageClassifier(network=partial(ConvNet, widths=(8, 8, 8)),
-                           optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-3),
-                           scheduler=partial(WarmupCosine, warmup_steps=2), **kwargs)
+    return ImageClassifier(
+        network=partial(ConvNet, widths=(8, 8, 8)),
+        optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        scheduler=partial(WarmupCosine, warmup_steps=2),
+        **kwargs,
+    )
 
 
 def fit(model, callbacks=(), max_epochs=2):
     torch.manual_seed(0)
-    trainer = Trainer(max_epochs=max_epochs, limit_train_batches=6, limit_val_batches=1, callbacks=list(callbacks),
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=6,
+        limit_val_batches=1,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16))
     return trainer
 
@@ -81,9 +92,16 @@ def test_whitening_is_fitted_to_plain_training_images_before_the_first_step_the_
         record = RecordWhiteningAtFirstStep()
         model = small_model()
         torch.manual_seed(0)
-        Trainer(max_steps=2, limit_val_batches=1, precision=precision, callbacks=[record], logger=False,
-                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                ).fit(model, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16))
+        Trainer(
+            max_steps=2,
+            limit_val_batches=1,
+            precision=precision,
+            callbacks=[record],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(model, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16))
         assert record.fitted and torch.equal(model.network.whiten.weight, record.weight)
         filters[precision] = record.weight
     assert torch.equal(filters["bf16-mixed"], filters["32-true"])
@@ -102,10 +120,20 @@ def test_a_run_resumed_from_a_checkpoint_keeps_its_filters(tmp_path):
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     fitted = model.network.whiten.weight.detach().clone()
     resumed = small_model()
-    Trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
-            ).fit(resumed, SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16, seed=5),
-                  ckpt_path=tmp_path / "run.ckpt", weights_only=False)  # its hparams hold partials
+    Trainer(
+        max_epochs=2,
+        limit_train_batches=6,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(
+        resumed,
+        SyntheticDataModule(train_size=256, val_size=64, test_size=64, batch_size=16, seed=5),
+        ckpt_path=tmp_path / "run.ckpt",
+        weights_only=False,
+    )  # its hparams hold partials
     assert torch.equal(resumed.network.whiten.weight, fitted)
 
 
@@ -117,8 +145,9 @@ def test_a_datamodule_of_plain_dataloaders_fits_the_whitening_to_its_first_batch
             return DataLoader(TensorDataset(images, labels), batch_size=32)
 
     model = small_model()
-    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False).fit(model, Loaders())
+    Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    ).fit(model, Loaders())
     reference = ConvNet(10, widths=(8, 8, 8))
     reference.fit_whitening(images[:32])
     assert torch.equal(model.network.whiten.weight, reference.whiten.weight)

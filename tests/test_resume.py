@@ -13,8 +13,11 @@ LOG_EVERY_STEP = ["--trainer.log_every_n_steps", "1"]
 
 
 def stop_at(step, signal):
-    return ["--trainer.callbacks+=tests.run_helpers.SignalAtStep", f"--trainer.callbacks.step={step}",
-            f"--trainer.callbacks.signal={signal}"]
+    return [
+        "--trainer.callbacks+=tests.run_helpers.SignalAtStep",
+        f"--trainer.callbacks.step={step}",
+        f"--trainer.callbacks.signal={signal}",
+    ]
 
 
 def load_weights(checkpoint):
@@ -26,8 +29,9 @@ def interrupted(tmp_path_factory):
     """A run stopped by SIGTERM at step 5, and a copy of its checkpoint outside the run (resuming a copy
     starts a new run directory; resuming the run's own last.ckpt continues the run)."""
     workdir = tmp_path_factory.mktemp("interrupted")
-    result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, *stop_at(STOP_AT, "SIGTERM"),
-                      cwd=workdir, check=False)
+    result = run_main(
+        "fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, *stop_at(STOP_AT, "SIGTERM"), cwd=workdir, check=False
+    )
     shutil.copy(workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt", workdir / "step5.ckpt")
     return workdir, result
 
@@ -37,7 +41,10 @@ def test_sigterm_saves_a_resumable_checkpoint_and_says_how_to_resume(interrupted
     run = "logs/synthetic/version_0"  # relative to where the user ran it
     assert result.returncode == 143, result.stderr[-2000:]
     assert f"Stopped at step {STOP_AT} (epoch 0)" in result.stderr
-    assert f"Resume with: python main.py fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt" in result.stderr
+    assert (
+        f"Resume with: python main.py fit --config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt"
+        in result.stderr
+    )
     assert torch.load(workdir / run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STOP_AT
 
 
@@ -67,16 +74,30 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
 
 
 def test_sigterm_during_validation_stops_there_with_a_checkpoint(tmp_path):
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.SignalInValidation",
-                      cwd=tmp_path, check=False)
+    result = run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *QUIET,
+        "--trainer.callbacks+=tests.run_helpers.SignalInValidation",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 143 and "Stopped at step 24 (epoch 0)" in result.stderr  # the first validation
     checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 24
 
 
 def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_checkpoint(tmp_path):
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.SignalInSanityCheck",
-                      cwd=tmp_path, check=False)
+    result = run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *QUIET,
+        "--trainer.callbacks+=tests.run_helpers.SignalInSanityCheck",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 143 and "Stopped at step 0 (epoch 0)" in result.stderr
     checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 0
@@ -84,9 +105,23 @@ def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_chec
 
 def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
     workdir, _ = interrupted
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "1",
-                      "--model.scheduler.warmup_steps", "4", "--model.optimizer.lr", "0.02",
-                      "--model.optimizer.weight_decay", "0.1", cwd=workdir)
+    result = run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *QUIET,
+        "--ckpt_path",
+        "step5.ckpt",
+        "--trainer.max_epochs",
+        "1",
+        "--model.scheduler.warmup_steps",
+        "4",
+        "--model.optimizer.lr",
+        "0.02",
+        "--model.optimizer.weight_decay",
+        "0.1",
+        cwd=workdir,
+    )
     # The model's settings come from the checkpoint (LightningCLI), the schedule's length from the trainer:
     # one warning names them all.
     [warning] = [line for line in result.stderr.splitlines() if "Warning: the checkpoint's settings are kept" in line]
@@ -99,15 +134,26 @@ def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(i
 
 def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted):
     workdir, _ = interrupted
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "4",
-                      cwd=workdir)
-    assert ("WarmupCosine total_steps 96 (kept: 72). The schedule ends at step 72: the 24 steps this run adds after it "
-            "run at its final LR (the floor: min_lr_ratio 0.0 x the base LR).") in result.stderr
+    result = run_main(
+        "fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "4", cwd=workdir
+    )
+    assert (
+        "WarmupCosine total_steps 96 (kept: 72). The schedule ends at step 72: the 24 steps this run adds after it "
+        "run at its final LR (the floor: min_lr_ratio 0.0 x the base LR)."
+    ) in result.stderr
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
-                      "--trainer.callbacks.step=30", cwd=tmp_path, check=False)
+    result = run_main(
+        "fit",
+        "--config",
+        SYNTHETIC,
+        *QUIET,
+        "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
+        "--trainer.callbacks.step=30",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
     assert "error: the training loss is nan at step 31 (epoch 1" in result.stderr and "Traceback" not in result.stderr
     checkpoints = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints"
@@ -120,8 +166,17 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     # Best by the highest val/loss is epoch 0, and max_steps 30 stops mid-epoch 1: Lightning's own
     # ModelCheckpoint would leave last.ckpt at step 24. The schedule's length is fixed, so that the
     # extended run and the uninterrupted one follow the same schedule.
-    flags = ["--config", SYNTHETIC, *QUIET, "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "max",
-             "--model.scheduler.total_steps", "40"]
+    flags = [
+        "--config",
+        SYNTHETIC,
+        *QUIET,
+        "--checkpoint.monitor",
+        "val/loss",
+        "--checkpoint.mode",
+        "max",
+        "--model.scheduler.total_steps",
+        "40",
+    ]
     (tmp_path / "stopped").mkdir()
     (tmp_path / "uninterrupted").mkdir()
     run_main("fit", *flags, "--trainer.max_steps", "30", cwd=tmp_path / "stopped")
@@ -132,7 +187,9 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     run_main("fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last", cwd=tmp_path / "stopped")
     run_main("fit", *flags, "--trainer.max_steps", "40", cwd=tmp_path / "uninterrupted")
     extended = load_weights(checkpoints / "last.ckpt")
-    expected = load_weights(tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")
+    expected = load_weights(
+        tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    )
     assert all(torch.equal(expected[k], extended[k]) for k in expected)  # bit-identical
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1  # step 40 is in epoch 1, not 2
     # Resuming an older checkpoint of the run branches into a new run: the run's newer last.ckpt stays.
@@ -144,7 +201,8 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
 
 def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path):
     # So that one command line can be resubmitted after any crash or preemption.
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "12", "--ckpt_path", "last",
-                      cwd=tmp_path)
+    result = run_main(
+        "fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "12", "--ckpt_path", "last", cwd=tmp_path
+    )
     assert "--ckpt_path last: no run under logs/synthetic/ yet; starting one" in result.stderr
     assert torch.load(tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12

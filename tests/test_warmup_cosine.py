@@ -26,7 +26,14 @@ def lrs_used(scheduler, optimizer, steps):
 
 @pytest.mark.parametrize(
     "warmup, total, start_factor, floor_ratio",
-    [(10, 100, 0.0, 0.0), (0, 50, 0.0, 0.0), (1, 50, 0.0, 0.1), (25, 25, 0.0, 0.0), (7, 40, 0.2, 0.05), (0, 1, 0.0, 0.3)],
+    [
+        (10, 100, 0.0, 0.0),
+        (0, 50, 0.0, 0.0),
+        (1, 50, 0.0, 0.1),
+        (25, 25, 0.0, 0.0),
+        (7, 40, 0.2, 0.05),
+        (0, 1, 0.0, 0.3),
+    ],
 )
 def test_every_step_matches_closed_form_and_holds_after_total(warmup, total, start_factor, floor_ratio):
     bases = (0.1, 0.02, 0.0)

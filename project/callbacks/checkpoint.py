@@ -36,8 +36,10 @@ class Checkpoint(ModelCheckpoint):
             logged = self._metrics_seen_in_validation | set(trainer.callback_metrics)
             self._metrics_seen_in_validation = None
             if self.monitor and self.monitor not in logged:  # an epoch-level metric may still come
-                warnings.warn(f"checkpoint.monitor {self.monitor!r} is not logged so far ({', '.join(sorted(logged))});"
-                              " unless it is by the end of the epoch, the run stops there")
+                warnings.warn(
+                    f"checkpoint.monitor {self.monitor!r} is not logged so far ({', '.join(sorted(logged))});"
+                    " unless it is by the end of the epoch, the run stops there"
+                )
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
         # A stop mid-epoch (max_steps, max_time) is saved here: Lightning then ends the epoch early,
         # and a checkpoint taken at that epoch end would resume as if the whole epoch had run.
@@ -52,8 +54,10 @@ class Checkpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.monitor and self._validated and self.monitor not in trainer.callback_metrics:
             self._save_last_unless_saved(trainer)
-            raise UsageError(f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
-                             f"{', '.join(sorted(trainer.callback_metrics))} (last.ckpt holds this epoch)")
+            raise UsageError(
+                f"checkpoint.monitor {self.monitor!r} is not a logged metric; the logged ones are: "
+                f"{', '.join(sorted(trainer.callback_metrics))} (last.ckpt holds this epoch)"
+            )
         super().on_train_epoch_end(trainer, pl_module)
         self._save_last_unless_saved(trainer)
 

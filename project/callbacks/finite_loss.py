@@ -9,7 +9,9 @@ class StopOnNonFiniteLoss(Callback):
 
     It runs before the checkpoint callbacks of that step, so no checkpoint of the broken weights
     is written: ``last.ckpt`` stays the last good one. (Checking every step costs a device sync per
-    step; the progress bar's loss display costs the same.)
+    step; the progress bar's loss display costs the same.) Ours because Lightning's nearest piece,
+    ``EarlyStopping(check_finite=True)``, checks a monitored metric only when it is logged for the
+    epoch or validation, after the step's checkpoints.
     """
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -18,4 +20,5 @@ class StopOnNonFiniteLoss(Callback):
             raise FloatingPointError(
                 f"the training loss is {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}, "
                 f"batch {batch_idx}); stopped without saving it. Lower the learning rate or check the data; "
-                "the last checkpoint saved before this step is unchanged")
+                "the last checkpoint saved before this step is unchanged"
+            )

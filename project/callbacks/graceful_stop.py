@@ -36,8 +36,11 @@ class GracefulStop(Callback):
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             config = Path(trainer.log_dir or ".") / "config.yaml"
-            print(f"\nStopped at step {trainer.global_step} (epoch {trainer.current_epoch}); saved {path}.\n"
-                  f"Resume with: python main.py fit --config {config} --ckpt_path {path}", file=sys.stderr)
+            print(
+                f"\nStopped at step {trainer.global_step} (epoch {trainer.current_epoch}); saved {path}.\n"
+                f"Resume with: python main.py fit --config {config} --ckpt_path {path}",
+                file=sys.stderr,
+            )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._previous_sigint_handler is not None:

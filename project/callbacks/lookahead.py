@@ -10,7 +10,8 @@ class Lookahead(Callback):
     ``d = decay * (step / total_steps) ** 3``: no averaging early, more as training ends. Training
     ends on the average (the last update's, if the last step is not an update step). Applies to every
     floating-point tensor of the state dict (BatchNorm statistics included), and the average travels
-    in the checkpoint.
+    in the checkpoint. Ours because Lightning's ``WeightAveraging`` / ``EMAWeightAveraging`` keep an
+    average beside the training weights, for evaluation; Lookahead moves the training weights themselves.
 
     Args:
         every_n_steps: Optimizer steps between updates; airbench94 uses 5.

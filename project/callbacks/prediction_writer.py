@@ -2,7 +2,8 @@
 
 import csv
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -38,10 +39,17 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow(["image", "predicted", "probability", "true"])
             index = 0
             for batch in predictions:
-                for label, probability, target in zip(*(batch[key].tolist() for key in ("label", "probability",
-                                                                                         "target"))):
+                for label, probability, target in zip(
+                    *(batch[key].tolist() for key in ("label", "probability", "target"))
+                ):
                     true = "" if target < 0 else names[target] if names else target
-                    writer.writerow([images[index] if images else index, names[label] if names else label,
-                                     f"{probability:.6f}", true])
+                    writer.writerow(
+                        [
+                            images[index] if images else index,
+                            names[label] if names else label,
+                            f"{probability:.6f}",
+                            true,
+                        ]
+                    )
                     index += 1
         print(f"Wrote {index} predictions to {path}")

@@ -4,15 +4,13 @@ torchvision's transforms applied to a batch draw one random parameter for the wh
 draws one per image, with no per-image Python work.
 """
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
 def random_shift_and_flip(
-    images: Tensor, padding: int, mirror: Optional[Tensor], generator: Optional[torch.Generator] = None
+    images: Tensor, padding: int, mirror: Tensor | None, generator: torch.Generator | None = None
 ) -> Tensor:
     """Each image shifted by its own random offset in [-padding, padding] on each axis, and
     mirrored left-right where ``mirror`` (one bool per image, or None for none) is True.

@@ -1,7 +1,7 @@
 """Batches sliced out of tensors that already sit on the training device."""
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor

@@ -1,7 +1,5 @@
 """CIFAR-10 through torchvision: downloaded into ``data_dir`` on first use, then held in memory."""
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR10
@@ -38,7 +36,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         except OSError as err:  # no network, DNS failure, refused or dropped connection
             raise FileNotFoundError(self._missing(f"downloading it failed ({err})")) from None
 
-    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+    def load(self, split: str) -> tuple[Tensor, Tensor] | None:
         if split not in ("train", "test"):
             return None
         try:

@@ -5,7 +5,6 @@ import os
 import signal
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -52,27 +51,33 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         val_size: int = 5000,
         crop_padding: int = 4,
         flip: Flip = "random",
-        predict_dir: Optional[str] = None,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         if self.predict_dir is not None and not self.predict_dir.is_dir():
-            raise UsageError(f"data.predict_dir {self.predict_dir} is not a folder: give the folder of images to "
-                             "predict (searched recursively)")
-        self._caches: dict[str, Optional[Path]] = {}
+            raise UsageError(
+                f"data.predict_dir {self.predict_dir} is not a folder: give the folder of images to "
+                "predict (searched recursively)"
+            )
+        self._caches: dict[str, Path | None] = {}
         self._names: dict[str, list[str]] = {}  # per split: each image's path, relative to the root
         self.class_names = _class_folders(self.root / "train")
         if len(self.class_names) < 2:
             found = f"only {self.class_names[0]}/" if self.class_names else "no class folders"
-            raise UsageError(f"image folder {self.root / 'train'} has {found}: a classifier needs two or more, "
-                             f"{self.root}/train/<class>/<image files>")
+            raise UsageError(
+                f"image folder {self.root / 'train'} has {found}: a classifier needs two or more, "
+                f"{self.root}/train/<class>/<image files>"
+            )
         if self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
         test_classes = _class_folders(self.root / "test")
         if test_classes != self.class_names:
-            raise UsageError(f"class folders differ between {self.root / 'train'} {self.class_names} and "
-                             f"{self.root / 'test'} {test_classes}: both need the same classes")
+            raise UsageError(
+                f"class folders differ between {self.root / 'train'} {self.class_names} and "
+                f"{self.root / 'test'} {test_classes}: both need the same classes"
+            )
 
     def prepare_data(self) -> None:
         # Lightning calls this in one process per machine before any rank's setup: under DDP the
@@ -80,7 +85,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         for split in ("train", "val", "test"):
             self._cache(split)
 
-    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+    def load(self, split: str) -> tuple[Tensor, Tensor] | None:
         if split == "predict":
             return self._predict_images() if self.predict_dir is not None else None
         cache = self._cache(split)
@@ -99,11 +104,17 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         return self._names[split]
 
     def _predict_images(self) -> tuple[Tensor, Tensor]:
-        files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(self.predict_dir) for name in names
-                       if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(self.predict_dir)
+            for name in names
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+        )
         if not files:
-            raise UsageError(f"data.predict_dir {self.predict_dir} holds no images "
-                             f"({', '.join(sorted(IMAGE_SUFFIXES))}), in any subfolder")
+            raise UsageError(
+                f"data.predict_dir {self.predict_dir} holds no images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}), in any subfolder"
+            )
         self._names["predict"] = [os.path.relpath(file, self.predict_dir) for file in files]
         return self._decode(files), torch.full((len(files),), -1)  # -1: no label
 
@@ -114,13 +125,13 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             arrays = pool.starmap(_decode, [(f, self.image_size) for f in files], chunksize=256)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
-    def _cache(self, split: str) -> Optional[Path]:
+    def _cache(self, split: str) -> Path | None:
         # Remembered for the process: prepare_data and setup list and check the folder once between them.
         if split not in self._caches:
             self._caches[split] = self._checked_cache(split)
         return self._caches[split]
 
-    def _checked_cache(self, split: str) -> Optional[Path]:
+    def _checked_cache(self, split: str) -> Path | None:
         """The split's cache file, decoded and written first if missing or stale; None without such a split."""
         folder = self.root / split
         if split == "val" and not folder.is_dir():
@@ -140,8 +151,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         for label, name in enumerate(self.class_names):
             # Plain strings and os.scandir: Path objects cost seconds over CIFAR-10's 60,000 files.
             with os.scandir(folder / name) as entries:
-                found = sorted(entry.path for entry in entries if not entry.name.startswith(".")
-                               and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES)
+                found = sorted(
+                    entry.path
+                    for entry in entries
+                    if not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                )
             if not found:
                 raise UsageError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += found
@@ -172,8 +186,10 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
 def _class_folders(folder: Path) -> list[str]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist: expected <root>/train/<class>/<images> "
-                                "and <root>/test/<class>/<images> (and optionally <root>/val/<class>/<images>)")
+        raise FileNotFoundError(
+            f"image folder {folder} does not exist: expected <root>/train/<class>/<images> "
+            "and <root>/test/<class>/<images> (and optionally <root>/val/<class>/<images>)"
+        )
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 

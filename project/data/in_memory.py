@@ -1,7 +1,7 @@
 """The data path shared by small-image datasets: one uint8 tensor on the training device, augmented there."""
 
 import warnings
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -58,7 +58,7 @@ class InMemoryImageDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def load(self, split: str) -> Optional[Split]:
+    def load(self, split: str) -> Split | None:
         """The images and labels of ``split`` ("train", "val", "test" or "predict"); None if the dataset has no
         such split (without a "predict" split, ``predict`` runs on "test"). Unknown labels are -1."""
         raise NotImplementedError
@@ -80,7 +80,9 @@ class InMemoryImageDataModule(LightningDataModule):
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
         self.mean, self.std = self.mean.to(device), self.std.to(device)
-        if self.flip == "alternating":  # drawn from the run's seed, like the batch order: a rerun mirrors the same images
+        if (
+            self.flip == "alternating"
+        ):  # drawn from the run's seed, like the batch order: a rerun mirrors the same images
             first_epoch = torch.Generator().manual_seed(torch.initial_seed())
             self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
         # Augmentation draws from its own generator, which checkpoints carry (see state_dict).
@@ -90,12 +92,21 @@ class InMemoryImageDataModule(LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         # drop_last: a last tiny batch gives noisy BatchNorm statistics and an outsized step.
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        batches = TensorBatches(*self.splits["train"], self.batch_size, shuffle=True, drop_last=True,
-                                seed=torch.initial_seed(), rank=rank, world_size=world_size)
+        batches = TensorBatches(
+            *self.splits["train"],
+            self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            seed=torch.initial_seed(),
+            rank=rank,
+            world_size=world_size,
+        )
         if len(batches) == 0:
             per_device = f" per device ({world_size} devices)" if world_size > 1 else ""
-            raise UsageError(f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
-                             f"images{per_device}: an epoch would have no full batch; use a smaller batch size")
+            raise UsageError(
+                f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
+                f"images{per_device}: an epoch would have no full batch; use a smaller batch size"
+            )
         # The epoch comes from the trainer (set_epoch); a checkpoint taken at an epoch's end resumes
         # with the next epoch, at its first batch.
         batches.skip_batches(self.resume_batch if self.resume_batch < len(batches) else 0)
@@ -135,11 +146,15 @@ class InMemoryImageDataModule(LightningDataModule):
         chosen = chosen.to(images.device)
         return self.prepare_batch((images[chosen], labels[chosen], chosen), augment=False)[0]
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         training = self.trainer is not None and self.trainer.training
         return self.prepare_batch(batch, augment=training, epoch=self.trainer.current_epoch if training else 0)
 
-    def prepare_batch(self, batch: tuple[Tensor, Tensor, Tensor], augment: bool, epoch: int = 0) -> tuple[Tensor, Tensor]:
+    def prepare_batch(
+        self, batch: tuple[Tensor, Tensor, Tensor], augment: bool, epoch: int = 0
+    ) -> tuple[Tensor, Tensor]:
         """A uint8 ``(images, labels, indices)`` batch on its device -> augmented (if ``augment``, as in
         ``epoch``) and normalized float images, labels."""
         images, labels, indices = batch
@@ -151,7 +166,7 @@ class InMemoryImageDataModule(LightningDataModule):
         # see ImageClassifier.setup) on GPUs.
         return images.contiguous(memory_format=torch.channels_last), labels
 
-    def _mirror(self, indices: Tensor, epoch: int) -> Optional[Tensor]:
+    def _mirror(self, indices: Tensor, epoch: int) -> Tensor | None:
         if self.flip == "random":
             return torch.rand(len(indices), device=indices.device, generator=self.augment_rng) < 0.5
         if self.flip == "alternating":
@@ -161,8 +176,9 @@ class InMemoryImageDataModule(LightningDataModule):
     def _hold_out(self, train: Split) -> tuple[Split, Split]:
         images, labels = train
         if self.val_size >= len(images):
-            raise UsageError(f"data.val_size must be smaller than the training set ({len(images)} images), "
-                             f"got {self.val_size}")
+            raise UsageError(
+                f"data.val_size must be smaller than the training set ({len(images)} images), got {self.val_size}"
+            )
         # A fixed generator, not the run's seed: every run validates on the same images.
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
         val, kept = order[: self.val_size], order[self.val_size :]

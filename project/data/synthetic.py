@@ -1,7 +1,5 @@
 """A learnable dataset made from a seed: no files, no network. Used by the tests and for smoke runs."""
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,7 +32,7 @@ class SyntheticDataModule(InMemoryImageDataModule):
         self.train_size, self.test_size, self.image_size = train_size, test_size, image_size
         self.noise, self.seed = noise, seed
 
-    def load(self, split: str) -> Optional[tuple[Tensor, Tensor]]:
+    def load(self, split: str) -> tuple[Tensor, Tensor] | None:
         if split not in ("train", "test"):
             return None
         generator = torch.Generator().manual_seed(self.seed)

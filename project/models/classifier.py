@@ -1,6 +1,6 @@
 """The LightningModule for image classification: loss, metrics and what to log. The network is swappable."""
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from pytorch_lightning import LightningModule
@@ -44,7 +44,7 @@ class ImageClassifier(LightningModule):
         network: Callable[[int], nn.Module] = ConvNet,
         num_classes: int = 10,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+        scheduler: LRSchedulerCallable | None = WarmupCosine,
         label_smoothing: float = 0.0,
         bias_lr_scale: float = 1.0,
         bias_weight_decay: bool = False,
@@ -92,8 +92,10 @@ class ImageClassifier(LightningModule):
         if hasattr(data, "plain_train_images"):  # InMemoryImageDataModule: random images, not augmented
             return data.plain_train_images(count)
         if data is None:
-            raise UsageError("ImageClassifier fits the network's whitening layer to training images from the "
-                             "datamodule: pass one (trainer.fit(model, datamodule=...)), not bare dataloaders")
+            raise UsageError(
+                "ImageClassifier fits the network's whitening layer to training images from the "
+                "datamodule: pass one (trainer.fit(model, datamodule=...)), not bare dataloaders"
+            )
         return next(iter(data.train_dataloader()))[0][:count].to(self.device)  # its first batch, as it comes
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

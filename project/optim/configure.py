@@ -8,7 +8,8 @@ Any LightningModule gets the same wiring with one line::
 
 import inspect
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from project.errors import UsageError
 def configure_optimizers(
     module: Any,  # a LightningModule attached to a Trainer
     optimizer: Callable[..., Optimizer],
-    scheduler: Optional[Callable[..., Any]] = None,
+    scheduler: Callable[..., Any] | None = None,
     bias_lr_scale: float = 1.0,
     bias_weight_decay: bool = False,
 ) -> Any:
@@ -60,14 +61,17 @@ def configure_optimizers(
         except UsageError as err:
             if err.setting != "total_steps":
                 raise
-            raise UsageError(f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
-                             "the run's length in optimizer steps)", "total_steps") from None
+            raise UsageError(
+                f"{err} (total_steps={total_steps} is the trainer's estimated_stepping_batches, "
+                "the run's length in optimizer steps)",
+                "total_steps",
+            ) from None
     # "step", not Lightning's default "epoch": a per-step schedule stepped per epoch is the
     # classic silent bug (Lightning issues #15340, #20436). Periods of any scheduler are in steps.
     return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step", "frequency": 1}}
 
 
-def check_settings(optimizer: Callable[..., Optimizer], scheduler: Optional[Callable[..., Any]] = None) -> None:
+def check_settings(optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None = None) -> None:
     """Build the optimizer and the scheduler once over a stand-in parameter, so that a setting either
     refuses (a negative LR or warmup, a floor above 1) is reported when the model is built: before
     any data is loaded or any step is taken."""

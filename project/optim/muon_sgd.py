@@ -1,7 +1,7 @@
 """Muon for convolution filters, Nesterov SGD for everything else: one plain torch optimizer."""
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ class MuonSGD(Optimizer):
 
     def __init__(
         self,
-        params: Union[Iterable[Tensor], Iterable[dict[str, Any]]],
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
         lr: float = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
@@ -50,8 +50,13 @@ class MuonSGD(Optimizer):
         filter_lr: float = 0.02,
         filter_momentum: float = 0.6,
     ) -> None:
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
-                            ("filter_lr", filter_lr), ("filter_momentum", filter_momentum)):
+        for name, value in (
+            ("lr", lr),
+            ("momentum", momentum),
+            ("weight_decay", weight_decay),
+            ("filter_lr", filter_lr),
+            ("filter_momentum", filter_momentum),
+        ):
             if value < 0:
                 raise UsageError(f"MuonSGD {name} must be >= 0, got {value}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, orthogonalize=False)
@@ -62,12 +67,21 @@ class MuonSGD(Optimizer):
         for group in groups:
             params_of_group = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
             split.append({**group, "params": [p for p in params_of_group if p.ndim != 4]})
-            split.append({**group, "params": [p for p in params_of_group if p.ndim == 4], "lr": filter_lr,
-                          "momentum": filter_momentum, "nesterov": True, "weight_decay": 0.0, "orthogonalize": True})
+            split.append(
+                {
+                    **group,
+                    "params": [p for p in params_of_group if p.ndim == 4],
+                    "lr": filter_lr,
+                    "momentum": filter_momentum,
+                    "nesterov": True,
+                    "weight_decay": 0.0,
+                    "orthogonalize": True,
+                }
+            )
         super().__init__([group for group in split if group["params"]], defaults)
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

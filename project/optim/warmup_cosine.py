@@ -2,7 +2,6 @@
 
 import math
 import numbers
-from typing import Optional
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -44,7 +43,7 @@ class WarmupCosine(LRScheduler):
         self,
         optimizer: Optimizer,
         warmup_steps: int = 0,
-        total_steps: Optional[int] = None,
+        total_steps: int | None = None,
         start_factor: float = 0.0,
         min_lr_ratio: float = 0.0,
         last_epoch: int = -1,
@@ -90,19 +89,22 @@ def _check_total_steps(value: object, warmup_steps: int) -> int:
     if value is None:
         raise UsageError(
             "WarmupCosine: total_steps is required when the scheduler is built directly "
-            "(the Lightning wiring fills it in from trainer.estimated_stepping_batches)", "total_steps"
+            "(the Lightning wiring fills it in from trainer.estimated_stepping_batches)",
+            "total_steps",
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(
             f"WarmupCosine: total_steps must be finite, got {value!r}; an unbounded run "
             "(trainer.max_epochs=-1 and no max_steps) has no length: set trainer.max_epochs, "
-            "trainer.max_steps or the scheduler's total_steps", "total_steps"
+            "trainer.max_steps or the scheduler's total_steps",
+            "total_steps",
         )
     total = _check_steps("total_steps", value)
     if total < 1 or total < warmup_steps:
         raise UsageError(
             f"WarmupCosine: total_steps must be >= 1 and >= warmup_steps ({warmup_steps}), got {total}; "
-            "total_steps counts the warmup", "total_steps"
+            "total_steps counts the warmup",
+            "total_steps",
         )
     return total
 

@@ -1,0 +1,145 @@
+"""TensorBoard pictures of a run: what the network is fed, and what it gets wrong."""
+
+import math
+import warnings
+
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
+
+from project.data.in_memory import InMemoryImageDataModule
+
+
+class TensorBoardPictures(Callback):
+    """Adds to the IMAGES tab of the run's TensorBoard logger:
+
+    - ``train/augmented_images``: the first training batch of the fit as the network gets it (augmented), once;
+    - ``val/confusion_matrix``: torchmetrics' confusion matrix plot (true class by row), after each validation;
+    - ``val/misclassified``: the first ``misclassified`` wrong validation images, titled with the true and the
+      predicted class, after each validation.
+
+    Nothing is drawn per training step: the grid is drawn at the fit's first step, the rest once per validation
+    (not in the sanity check), each at the step Lightning logs ``val/acc`` at. A validation batch costs an
+    argmax and a confusion-matrix update on the device, plus, until ``misclassified`` images are found, one
+    device sync to find them. Class names come from the datamodule's ``class_names`` when it has them. Needs
+    ``validation_step`` to return the logits; only rank 0 draws.
+
+    Args:
+        grid_images: How many images of the first training batch the grid shows.
+        misclassified: How many misclassified validation images to show.
+    """
+
+    def __init__(self, grid_images: int = 64, misclassified: int = 16) -> None:
+        self.grid_images, self.misclassified = grid_images, misclassified
+        self.writer: SummaryWriter | None = None
+        self.confusion: MulticlassConfusionMatrix | None = None
+        self.wrong: list[tuple[Tensor, Tensor, Tensor]] = []  # (images, labels, predictions) of the first wrong ones
+        self.grid_pending = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        logger = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+        if logger is None:
+            warnings.warn("TensorBoardPictures draws into a TensorBoardLogger and the trainer has none: no pictures")
+        elif trainer.is_global_zero:
+            self.writer = logger.experiment
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.grid_pending = self.writer is not None
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        if self.grid_pending:
+            self.grid_pending = False
+            images = _displayable(batch[0][: self.grid_images], trainer.datamodule)
+            self.writer.add_image("train/augmented_images", make_grid(images), _logging_step(trainer))
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.confusion is not None:
+            self.confusion.reset()
+        self.wrong = []
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.writer is None or trainer.sanity_checking:
+            return
+        if not isinstance(outputs, Tensor):
+            warnings.warn("TensorBoardPictures needs validation_step to return the logits: no validation pictures")
+            return
+        images, labels = batch
+        predictions = outputs.argmax(dim=-1)
+        if self.confusion is None:
+            # Rank 0 alone counts, so no syncing (it would wait for ranks that never compute): under DDP the
+            # in-memory datamodules give every rank the whole validation set, a sharded one shows rank 0's shard.
+            # validate_args=False: argmax and the data's labels are valid by construction, and the checks sync.
+            self.confusion = MulticlassConfusionMatrix(outputs.shape[-1], sync_on_compute=False, validate_args=False)
+            self.confusion.to(outputs.device)
+        self.confusion.update(predictions, labels)
+        missing = self.misclassified - sum(len(found[0]) for found in self.wrong)
+        if missing > 0:
+            wrong = (predictions != labels).nonzero().squeeze(1)[:missing]
+            self.wrong.append((images[wrong], labels[wrong], predictions[wrong]))
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.writer is None or trainer.sanity_checking or not self.wrong:  # no batch validated
+            return
+        names = getattr(trainer.datamodule, "class_names", None) or [str(i) for i in range(self.confusion.num_classes)]
+        step = _logging_step(trainer)
+        self.writer.add_figure("val/confusion_matrix", _confusion_figure(self.confusion, names), step)
+        images, labels, predictions = (torch.cat(parts) for parts in zip(*self.wrong))
+        if len(images):
+            figure = _titled_images(_displayable(images, trainer.datamodule), labels, predictions, names)
+            self.writer.add_figure("val/misclassified", figure, step)
+
+
+def _logging_step(trainer: Trainer) -> int:
+    # The step Lightning logs metrics at (its LearningRateMonitor uses it too): the pictures line up with val/acc.
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def _displayable(images: Tensor, datamodule: LightningDataModule | None) -> Tensor:
+    """Normalized images -> RGB in [0, 1] on the CPU: the datamodule's normalization undone if it is known,
+    else each image's range stretched to [0, 1]."""
+    images = images.detach().float().cpu()
+    if isinstance(datamodule, InMemoryImageDataModule):  # normalized uint8 levels: (x - mean) / std
+        return (images * datamodule.std.cpu() + datamodule.mean.cpu()).div(255).clamp(0, 1)
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-8)
+
+
+def _confusion_figure(confusion: MulticlassConfusionMatrix, names: list[str]) -> Figure:
+    classes = len(names)
+    # Counts in the cells while they can be read; torchmetrics writes them at 15 points.
+    size = min(3 + 0.6 * classes, 20)
+    figure = Figure(figsize=(size, size), layout="constrained")
+    confusion.plot(ax=figure.subplots(), labels=names, add_text=classes <= 20)
+    return figure
+
+
+def _titled_images(images: Tensor, labels: Tensor, predictions: Tensor, names: list[str]) -> Figure:
+    """``images`` in rows, each under its true and predicted class: torchvision's grid in one axes, which
+    draws several times faster than an axes per image."""
+    height, width = images.shape[-2:]
+    padding = width // 4  # each image and its padding get 2 inches: room for two lines of 8-point text
+    columns = math.ceil(math.sqrt(len(images)))
+    grid = make_grid(images, nrow=columns, padding=padding, pad_value=1.0)
+    figure = Figure(figsize=(2 * columns, 2 * columns * grid.shape[1] / grid.shape[2]))
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    for i, (label, prediction) in enumerate(zip(labels.tolist(), predictions.tolist())):
+        row, column = divmod(i, columns)
+        ax.text(
+            column * (width + padding) + padding + width / 2,
+            row * (height + padding) + padding / 2,
+            f"true: {names[label]}\npredicted: {names[prediction]}",
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
+    return figure
