@@ -78,6 +78,8 @@ def run_template(root: str, seed: int, workdir: Path, fit_flags: list[str]) -> d
             "--seed_everything",
             str(seed),
             *common,
+            "--test_after_fit",
+            "false",  # the test pass is timed as its own process below
             "--trainer.callbacks+=benchmarks.gpu_flagship.EpochTimes",
             f"--trainer.callbacks.path={times}",
             *fit_flags,

@@ -72,4 +72,6 @@ def test_a_readme_command_runs_as_written(command, readme_dir, monkeypatch):
         pytest.skip("a search trains many runs; tests/test_search.py runs one on the synthetic data")
     if "logs/cifar10/" not in command:  # it would train on CIFAR-10 (downloads) or on several GPUs
         argv.append("--print_config")
+    elif "project.export" in command:  # tests/test_export.py exports for real and checks the artifacts
+        argv.append("--print_config")
     run(argv, monkeypatch)
