@@ -1,10 +1,8 @@
 """`predict` on an image folder: each row of predictions.csv names its file, on test/ or on a folder of new images."""
 
 import csv
-import sys
 
-import project.cli
-from conftest import QUIET, SYNTHETIC, write_image_folder
+from conftest import QUIET, SYNTHETIC, run_in_process, write_image_folder
 
 TINY_FIT = [
     "fit",
@@ -26,11 +24,6 @@ TINY_FIT = [
 ]
 
 
-def run(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["main.py", *args])
-    project.cli.main()
-
-
 def predictions(run_dir):
     return list(csv.DictReader((run_dir / "predictions.csv").open()))
 
@@ -42,18 +35,18 @@ def test_predictions_name_each_image_and_its_true_class(tmp_path, monkeypatch, r
     write_image_folder(tmp_path / "unused", size=(50, 20), splits=("x",))
     for i, source in enumerate(sorted((tmp_path / "unused" / "x").rglob("*.png"))[:3]):
         source.rename(tmp_path / "new" / ("holiday" if i else "") / f"photo{i}.png")  # any size, any depth
-    run(monkeypatch, *TINY_FIT)
+    run_in_process(monkeypatch, *TINY_FIT)
     checkpoint = "logs/synthetic/version_0/checkpoints/last.ckpt"
     predict = [*TINY_FIT[1:], "--ckpt_path", checkpoint]
     predict[predict.index("--trainer.max_steps") : predict.index("--trainer.max_steps") + 2] = []
 
-    run(monkeypatch, "predict", *predict)
+    run_in_process(monkeypatch, "predict", *predict)
     rows = predictions(tmp_path / "logs" / "synthetic" / "version_1")
     assert [row["image"] for row in rows] == [f"test/{c}/{i}.png" for c in ("cat", "dog", "eel") for i in range(4)]
     assert [row["true"] for row in rows] == [c for c in ("cat", "dog", "eel") for _ in range(4)]
     assert {row["predicted"] for row in rows} <= {"cat", "dog", "eel"}
 
-    run(monkeypatch, "predict", *predict, "--data.predict_dir", "new")
+    run_in_process(monkeypatch, "predict", *predict, "--data.predict_dir", "new")
     rows = predictions(tmp_path / "logs" / "synthetic" / "version_2")
     assert [row["image"] for row in rows] == ["holiday/photo1.png", "holiday/photo2.png", "photo0.png"]
     assert [row["true"] for row in rows] == ["", "", ""]  # unlabeled
