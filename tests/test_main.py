@@ -1,11 +1,12 @@
-"""`python main.py ...` run for real, in fresh processes, the way a user runs it."""
+"""`python main.py ...` run for real, the way a user runs it: in fresh processes where the process is what is
+tested (exit status, what it prints), in this process where a run's results are."""
 
 import csv
 
 import pytest
 import torch
 
-from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_main, scalars
+from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_in_process, run_main, scalars
 from project.data.synthetic import SyntheticDataModule
 
 # configs/synthetic.yaml: 2048 - 512 validation images, batch 64 -> 24 steps per epoch, 3 epochs.
@@ -32,15 +33,16 @@ def test_the_synthetic_config_really_learns(run_dir):
     assert len(accuracies) == 3 and accuracies[-1] > 0.6  # chance is 0.1
 
 
-def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
+def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir, monkeypatch, capsys):
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
     config = str(run_dir / "config.yaml")
-    result = run_main("test", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
-    assert "test/acc" in result.stdout
+    monkeypatch.chdir(workdir)
+    run_in_process(monkeypatch, "test", "--config", config, "--ckpt_path", checkpoint, *QUIET)
+    assert "test/acc" in capsys.readouterr().out
     # --test_after_fit tested the same final weights at the end of the fit, into the run's own TensorBoard.
     [tested] = [run for run in (workdir / "logs" / "synthetic").iterdir() if run != run_dir]
     assert scalars(run_dir, "test/acc") == [(72, scalars(tested, "test/acc")[0][1])]
-    run_main("predict", "--config", config, "--ckpt_path", checkpoint, *QUIET, cwd=workdir)
+    run_in_process(monkeypatch, "predict", "--config", config, "--ckpt_path", checkpoint, *QUIET)
     [predictions] = (workdir / "logs" / "synthetic").glob("version_*/predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
     _, labels = SyntheticDataModule().load("test")  # the same seed gives the same images
@@ -50,8 +52,9 @@ def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir):
     assert all(0.1 <= float(row["probability"]) <= 1 for row in rows)
 
 
-def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workdir):
-    run_main("fit", "--config", str(run_dir / "config.yaml"), *QUIET, cwd=workdir)
+def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    run_in_process(monkeypatch, "fit", "--config", str(run_dir / "config.yaml"), *QUIET)
     versions = sorted((workdir / "logs" / "synthetic").glob("version_*/checkpoints/last.ckpt"))
     assert len(versions) == 2
     original, rerun = (torch.load(path, weights_only=True)["state_dict"] for path in versions)
@@ -59,13 +62,19 @@ def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workd
     assert all(torch.equal(original[key], rerun[key]) for key in original)
 
 
-def test_help_and_print_config_show_the_scheduler(workdir):
-    assert "fit" in run_main("--help", cwd=workdir).stdout
-    assert "--model.scheduler.help" in run_main("fit", "--help", cwd=workdir).stdout
-    help_text = run_main("fit", "--config", SYNTHETIC, "--model.scheduler.help", "WarmupCosine", cwd=workdir).stdout
+def test_help_and_print_config_show_the_scheduler(monkeypatch, capsys):
+    def printed(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit:
+            run_in_process(monkeypatch, *args)
+        assert exit.value.code == 0
+        return capsys.readouterr().out
+
+    assert "fit" in printed("--help")
+    assert "--model.scheduler.help" in printed("fit", "--help")
+    help_text = printed("fit", "--config", SYNTHETIC, "--model.scheduler.help", "WarmupCosine")
     assert "--scheduler.warmup_steps" in help_text and "--scheduler.min_lr_ratio" in help_text
-    printed = run_main("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--print_config", cwd=workdir).stdout
-    assert "WarmupCosine" in printed and "warmup_steps" in printed and "total_steps" in printed
+    config = printed("fit", "--config", str(REPO / "configs" / "cifar.yaml"), "--print_config")
+    assert "WarmupCosine" in config and "warmup_steps" in config and "total_steps" in config
 
 
 def test_cifar10_without_network_stops_with_one_clear_message(tmp_path):
@@ -107,7 +116,7 @@ def test_a_bad_value_is_one_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path):
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path, monkeypatch, capsys):
     # jsonargparse's own message is 19 nested lines here; TRACEBACK=1 still shows it.
     result = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False)
     assert result.returncode == 2
@@ -115,7 +124,7 @@ def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path):
         "error: model.optimizer.lr: Expected a float. Got value: nan\n"
         "(main.py fit --help lists the settings; set TRACEBACK=1 for the parser's full message)\n"
     )
-    full = run_main(
-        "fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False, env={"TRACEBACK": "1"}
-    )
-    assert full.returncode == 2 and len(full.stderr.splitlines()) > 10
+    monkeypatch.setenv("TRACEBACK", "1")
+    with pytest.raises(SystemExit) as exit:
+        run_in_process(monkeypatch, "fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan")
+    assert exit.value.code == 2 and len(capsys.readouterr().err.splitlines()) > 10

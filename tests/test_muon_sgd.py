@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning import Callback, Trainer
 from torch import nn
 
-from conftest import QUIET, REPO, run_main, scalars
+from conftest import QUIET, REPO, run_in_process, scalars
 from project.data.synthetic import SyntheticDataModule
 from project.models.classifier import ImageClassifier
 from project.networks.convnet import ConvNet
@@ -115,8 +115,10 @@ def test_through_the_trainer_each_group_follows_the_schedule_from_its_own_base_l
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: the GPU default, here on the CPU
-def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, precision):
-    run_main(
+def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, monkeypatch, precision):
+    monkeypatch.chdir(tmp_path)
+    run_in_process(
+        monkeypatch,
         "fit",
         "--config",
         str(REPO / "configs" / "cifar.yaml"),
@@ -135,7 +137,6 @@ def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, precision
         "--test_after_fit",
         "false",  # on in cifar.yaml; this test is about training
         *QUIET,
-        cwd=tmp_path,
     )
     run = tmp_path / "logs" / "cifar10" / "version_0"  # 2048 images (val_size 0) / 64 = 32 steps per epoch
     filter_lrs = scalars(run, "lr-MuonSGD/pg2")

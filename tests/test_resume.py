@@ -1,11 +1,12 @@
 """Interrupt a real `python main.py fit` with a real signal, resume it, and get the uninterrupted run."""
 
 import shutil
+import warnings
 
 import pytest
 import torch
 
-from conftest import QUIET, SYNTHETIC, run_main, scalars
+from conftest import QUIET, SYNTHETIC, run_in_process, run_main, scalars
 
 # configs/synthetic.yaml: 24 steps per epoch, warmup 10, 72 steps. Step 5 is mid-warmup and mid-epoch.
 STOP_AT = 5
@@ -103,15 +104,20 @@ def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_chec
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 0
 
 
-def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted):
+def resume_warnings(workdir, monkeypatch, *flags: str) -> list[str]:
+    """Resume the interrupted run's copy in this process: the warnings it gave about the checkpoint's settings."""
+    monkeypatch.chdir(workdir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_in_process(monkeypatch, "fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", *flags)
+    return [str(w.message) for w in caught if "the checkpoint's settings are kept" in str(w.message)]
+
+
+def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(interrupted, monkeypatch):
     workdir, _ = interrupted
-    result = run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *QUIET,
-        "--ckpt_path",
-        "step5.ckpt",
+    [warning] = resume_warnings(
+        workdir,
+        monkeypatch,
         "--trainer.max_epochs",
         "1",
         "--model.scheduler.warmup_steps",
@@ -120,11 +126,9 @@ def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(i
         "0.02",
         "--model.optimizer.weight_decay",
         "0.1",
-        cwd=workdir,
     )
     # The model's settings come from the checkpoint (LightningCLI), the schedule's length from the trainer:
     # one warning names them all.
-    [warning] = [line for line in result.stderr.splitlines() if "Warning: the checkpoint's settings are kept" in line]
     assert "values given for this run that are not applied: " in warning
     assert "model.scheduler.warmup_steps 4 (kept: 10)" in warning
     assert "model.optimizer.lr 0.02 (kept: 0.01)" in warning
@@ -132,15 +136,13 @@ def test_configured_values_that_resuming_does_not_apply_are_named_in_a_warning(i
     assert "WarmupCosine total_steps 24 (kept: 72)" in warning
 
 
-def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted):
+def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted, monkeypatch):
     workdir, _ = interrupted
-    result = run_main(
-        "fit", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "step5.ckpt", "--trainer.max_epochs", "4", cwd=workdir
-    )
+    [warning] = resume_warnings(workdir, monkeypatch, "--trainer.max_epochs", "4")
     assert (
         "WarmupCosine total_steps 96 (kept: 72). The schedule ends at step 72: the 24 steps this run adds after it "
         "run at its final LR (the floor: min_lr_ratio 0.0 x the base LR)."
-    ) in result.stderr
+    ) in warning
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -162,10 +164,11 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
-def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactly(tmp_path):
+def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactly(tmp_path, monkeypatch):
     # Best by the highest val/loss is epoch 0, and max_steps 30 stops mid-epoch 1: Lightning's own
     # ModelCheckpoint would leave last.ckpt at step 24. The schedule's length is fixed, so that the
-    # extended run and the uninterrupted one follow the same schedule.
+    # extended run and the uninterrupted one follow the same schedule. In this process: the stops
+    # here are by max_steps, not by a signal.
     flags = [
         "--config",
         SYNTHETIC,
@@ -177,15 +180,17 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
         "--model.scheduler.total_steps",
         "40",
     ]
-    (tmp_path / "stopped").mkdir()
-    (tmp_path / "uninterrupted").mkdir()
-    run_main("fit", *flags, "--trainer.max_steps", "30", cwd=tmp_path / "stopped")
+    for folder in ("stopped", "uninterrupted"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "stopped")
+    run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "30")
     checkpoints = tmp_path / "stopped" / "logs" / "synthetic" / "version_0" / "checkpoints"
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 30
     assert [p.name[:17] for p in checkpoints.glob("best-*")] == ["best-epoch000-acc"]
     [best] = checkpoints.glob("best-*")
-    run_main("fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last", cwd=tmp_path / "stopped")
-    run_main("fit", *flags, "--trainer.max_steps", "40", cwd=tmp_path / "uninterrupted")
+    run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last")
+    monkeypatch.chdir(tmp_path / "uninterrupted")
+    run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "40")
     extended = load_weights(checkpoints / "last.ckpt")
     expected = load_weights(
         tmp_path / "uninterrupted" / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
@@ -194,7 +199,8 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1  # step 40 is in epoch 1, not 2
     # Resuming an older checkpoint of the run branches into a new run: the run's newer last.ckpt stays.
     final = (checkpoints / "last.ckpt").read_bytes()
-    run_main("fit", *flags, "--trainer.max_steps", "26", "--ckpt_path", str(best), cwd=tmp_path / "stopped")
+    monkeypatch.chdir(tmp_path / "stopped")
+    run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "26", "--ckpt_path", str(best))
     assert (checkpoints / "last.ckpt").read_bytes() == final
     assert torch.load(checkpoints.parents[1] / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 26
 
