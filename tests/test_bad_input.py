@@ -2,7 +2,7 @@
 
 Run in this process through `project.cli.main` (what `python main.py` runs), the way a user would
 type each mistake; tests/test_main.py runs a few of them as real subprocesses too. The README's
-"Resume, interruptions and mistakes" lists these cases.
+"Resume, interruptions and mistakes" shows the common ones and points here for the rest.
 """
 
 import decimal

@@ -59,8 +59,9 @@ class InMemoryImageDataModule(LightningDataModule):
         return len(self.class_names)
 
     def load(self, split: str) -> Split | None:
-        """The images and labels of ``split`` ("train", "val", "test" or "predict"); None if the dataset has no
-        such split (without a "predict" split, ``predict`` runs on "test"). Unknown labels are -1."""
+        """The uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)`` of ``split`` ("train", "val", "test" or
+        "predict"), or None if the dataset has no such split: without "val", ``val_size`` training images are held
+        out; without "predict", ``predict`` runs on "test". Unknown labels are -1."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
