@@ -145,19 +145,19 @@ def test_extending_a_run_says_that_the_added_steps_run_at_the_floor(interrupted,
     ) in warning
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    result = run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *QUIET,
-        "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
-        "--trainer.callbacks.step=30",
-        cwd=tmp_path,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "error: the training loss is nan at step 31 (epoch 1" in result.stderr and "Traceback" not in result.stderr
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:  # a one-line error, not an exception with its traceback
+        run_in_process(
+            monkeypatch,
+            "fit",
+            "--config",
+            SYNTHETIC,
+            *QUIET,
+            "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
+            "--trainer.callbacks.step=30",
+        )
+    assert exit.value.code.startswith("error: the training loss is nan at step 31 (epoch 1")
     checkpoints = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] == 24  # the end of epoch 0, before the NaN
@@ -205,10 +205,11 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     assert torch.load(checkpoints.parents[1] / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 26
 
 
-def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path):
+def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path, monkeypatch, capsys):
     # So that one command line can be resubmitted after any crash or preemption.
-    result = run_main(
-        "fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "12", "--ckpt_path", "last", cwd=tmp_path
+    monkeypatch.chdir(tmp_path)
+    run_in_process(
+        monkeypatch, "fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "12", "--ckpt_path", "last"
     )
-    assert "--ckpt_path last: no run under logs/synthetic/ yet; starting one" in result.stderr
+    assert "--ckpt_path last: no run under logs/synthetic/ yet; starting one" in capsys.readouterr().err
     assert torch.load(tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12

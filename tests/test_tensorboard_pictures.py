@@ -5,7 +5,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import QUIET, SYNTHETIC, run_main, scalars
+from conftest import QUIET, SYNTHETIC, run_in_process, scalars
 from project.callbacks.tensorboard_pictures import _displayable
 
 TRAIN_STEPS_PER_EPOCH, EPOCHS = 6, 2
@@ -14,25 +14,27 @@ THROUGHPUT_WINDOW = 10  # the CLI's ThroughputMonitor: a rate once 10 steps are 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One short fit through the CLI, with its default callbacks, logging every step."""
+    """One short fit through the CLI (in this process), with its default callbacks, logging every step."""
     cwd = tmp_path_factory.mktemp("pictures")
-    run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *QUIET,
-        "--model.scheduler.warmup_steps",
-        "2",
-        "--trainer.max_epochs",
-        str(EPOCHS),
-        "--trainer.limit_train_batches",
-        str(TRAIN_STEPS_PER_EPOCH),
-        "--trainer.limit_val_batches",
-        "2",
-        "--trainer.log_every_n_steps",
-        "1",
-        cwd=cwd,
-    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(cwd)
+        run_in_process(
+            monkeypatch,
+            "fit",
+            "--config",
+            SYNTHETIC,
+            *QUIET,
+            "--model.scheduler.warmup_steps",
+            "2",
+            "--trainer.max_epochs",
+            str(EPOCHS),
+            "--trainer.limit_train_batches",
+            str(TRAIN_STEPS_PER_EPOCH),
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.log_every_n_steps",
+            "1",
+        )
     run_dir = cwd / "logs" / "synthetic" / "version_0"
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
