@@ -1,5 +1,5 @@
 """Tab completion of main.py's subcommands, flags and choices in bash, written by jsonargparse from the CLI's own
-parser: `python -m project.completion > ~/.main.py-completion.bash`, then `. ~/.main.py-completion.bash` and
+parser: `python -m project.completion > completion.bash`, then `. ./completion.bash` and
 `./main.py fit --model.opt<TAB>`. Write it again after adding a class or a setting."""
 
 import sys
