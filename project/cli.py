@@ -130,7 +130,7 @@ class CLI(LightningCLI):
         # With --ckpt_path, LightningCLI has replaced the model's settings by the checkpoint's: note
         # which of the values given for this run lost (a fit's ResumeReport adds the optimizer's and
         # the schedule's, and warns once).
-        model = _leaves(self.config[self.subcommand].model) if self.subcommand else {}
+        model = leaves(self.config[self.subcommand].model) if self.subcommand else {}
         self._model_not_applied = [
             f"model.{key} {value!r} (kept: {model[key]!r})"
             for key, value in getattr(self, "_model_as_given", {}).items()
@@ -188,7 +188,7 @@ class CLI(LightningCLI):
                     "for the newest run of the config's logger name"
                 )
             self._check_checkpoint_arguments(self.config.subcommand, config)
-            self._model_as_given = _leaves(config.model)
+            self._model_as_given = leaves(config.model)
 
     def _check_checkpoint_arguments(self, subcommand: str, config) -> None:
         # Before LightningCLI reads the checkpoint's hyperparameters, so that these errors come first.
@@ -293,7 +293,7 @@ def _check_config_file(path: str) -> None:
         )
 
 
-def _leaves(namespace) -> dict:
+def leaves(namespace) -> dict:
     """``{"init_args.optimizer.init_args.lr": 0.01, ...}`` for a nested config, "init_args." left out."""
 
     def walk(value, prefix):

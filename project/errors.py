@@ -46,7 +46,7 @@ def mistakes_as_one_line() -> Iterator[None]:
             err,
         )
     except Exception as err:
-        mistake = _mistake_in(err)
+        mistake = mistake_in(err)
         if mistake is None and isinstance(err, RuntimeError) and _lost_another_process(err):
             _exit_with(
                 "another process of this job failed and this one stopped with it; its error is printed above", err
@@ -57,7 +57,7 @@ def mistakes_as_one_line() -> Iterator[None]:
         raise
 
 
-def _mistake_in(err: BaseException | None) -> BaseException | None:
+def mistake_in(err: BaseException | None) -> BaseException | None:
     # jsonargparse raises its own ValueError from the error of a class it could not build: follow the cause.
     while err is not None and not isinstance(err, MISTAKES):
         err = err.__cause__

@@ -20,6 +20,13 @@ Flip = Literal["random", "alternating", "none"]
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 images -> ``(images - mean) / std`` in float32, per channel: the data path's one normalization
+    (training, evaluation and the exported model share it, so they see bit-identical inputs)."""
+    # One fused pass, on the contiguous layout where the per-channel broadcast vectorizes.
+    return torch.addcmul(-mean / std, images.float(), 1 / std)
+
+
 class InMemoryImageDataModule(LightningDataModule):
     """Base for datasets that fit in memory as ``uint8`` images.
 
@@ -81,9 +88,8 @@ class InMemoryImageDataModule(LightningDataModule):
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
         self.mean, self.std = self.mean.to(device), self.std.to(device)
-        if (
-            self.flip == "alternating"
-        ):  # drawn from the run's seed, like the batch order: a rerun mirrors the same images
+        # Drawn from the run's seed, like the batch order: a rerun mirrors the same images.
+        if self.flip == "alternating":
             first_epoch = torch.Generator().manual_seed(torch.initial_seed())
             self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
         # Augmentation draws from its own generator, which checkpoints carry (see state_dict).
@@ -161,8 +167,7 @@ class InMemoryImageDataModule(LightningDataModule):
         images, labels, indices = batch
         if augment and (self.crop_padding or self.flip != "none"):
             images = random_shift_and_flip(images, self.crop_padding, self._mirror(indices, epoch), self.augment_rng)
-        # One fused pass, on the contiguous layout where the per-channel broadcast vectorizes.
-        images = torch.addcmul(-self.mean / self.std, images.float(), 1 / self.std)
+        images = normalize(images, self.mean, self.std)
         # Convolutions run faster on channels-last input, on CPUs and (with channels-last weights,
         # see ImageClassifier.setup) on GPUs.
         return images.contiguous(memory_format=torch.channels_last), labels

@@ -9,8 +9,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, distribution_to_json
 from optuna.trial import TrialState
 
-from project.cli import _leaves
-from project.errors import UsageError, _mistake_in
+from project.cli import leaves
+from project.errors import UsageError, mistake_in
 from project.search.space import as_flags, check_settings, load_space, setting
 from project.search.summary import report, write_summary
 from project.search.trial import parse, run_trial
@@ -22,7 +22,7 @@ def search(options: Namespace, pruner: optuna.pruners.BasePruner | None = None) 
     """Run ``options.trials`` finished trials in ``options.study_dir``, counting those a previous call finished."""
     space = load_space(options.space)
     base = [arg for config in options.config for arg in ("--config", config)] + options.flags
-    check_settings(space, list(_leaves(parse(base))), options.space)
+    check_settings(space, list(leaves(parse(base))), options.space)
     given_twice = {setting(key) for key in space} & {setting(arg) for arg in options.flags if arg.startswith("--")}
     if given_twice:
         raise UsageError(
@@ -49,7 +49,7 @@ def search(options: Namespace, pruner: optuna.pruners.BasePruner | None = None) 
             study.tell(trial, state=TrialState.PRUNED)
         except BaseException as err:  # an interruption too: the trial is over, not running
             study.tell(trial, state=TrialState.FAIL)
-            mistake = _mistake_in(err) if isinstance(err, Exception) else None
+            mistake = mistake_in(err) if isinstance(err, Exception) else None
             if mistake is not None:
                 raise UsageError(f"trial {trial.number} ({' '.join(as_flags(trial.params))}): {mistake}") from err
             raise
