@@ -57,19 +57,21 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(workdir):
-    """One `python main.py fit --config configs/synthetic.yaml`, logging every step and testing its final
-    weights, read by several tests."""
-    run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        "--trainer.log_every_n_steps",
-        "1",
-        "--test_after_fit",
-        "true",
-        *QUIET,
-        cwd=workdir,
-    )
+    """One `python main.py fit --config configs/synthetic.yaml` (run in this process), logging every step and
+    testing its final weights, read by several tests."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(workdir)
+        run_in_process(
+            monkeypatch,
+            "fit",
+            "--config",
+            SYNTHETIC,
+            "--trainer.log_every_n_steps",
+            "1",
+            "--test_after_fit",
+            "true",
+            *QUIET,
+        )
     return workdir / "logs" / "synthetic" / "version_0"
 
 

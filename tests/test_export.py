@@ -1,8 +1,9 @@
-"""`python -m project.export`, run for real: its artifacts compute, from uint8 images, what the trained
+"""`python -m project.export`, run through its `main`: its artifacts compute, from uint8 images, what the trained
 LightningModule computes from the datamodule's normalized batch."""
 
+import contextlib
 import importlib.util
-import os
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
 from project.data.synthetic import SyntheticDataModule
 from project.export import ONNX_PACKAGES, main
 from project.models.classifier import ImageClassifier
@@ -26,30 +26,18 @@ def of_the_run(run_dir: Path, checkpoint: str | None = None) -> list[str]:
     return ["--config", str(run_dir / "config.yaml"), "--ckpt_path", checkpoint]
 
 
-def run_export(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m project.export ARGS` in a fresh process."""
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "project.export", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": python_path},
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"project.export {' '.join(args)} exited {result.returncode}:\n{result.stderr[-5000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def exported(run_dir, workdir):
-    """The run's last.ckpt exported once: ``model.pt2``, and ``model.onnx`` where the onnx packages are installed."""
+    """The run's last.ckpt exported once, by the command's ``main`` in this process: ``model.pt2``, and
+    ``model.onnx`` where the onnx packages are installed."""
     folder = workdir / "export"
     onnx = ["--onnx", str(folder / "model.onnx")] if CAN_WRITE_ONNX else []
-    result = run_export(*of_the_run(run_dir), "--output", str(folder / "model.pt2"), *onnx, cwd=workdir)
-    assert "uint8 images (N, 3, 32, 32) -> class probabilities (N, 10)" in result.stdout
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
+        monkeypatch.chdir(workdir)
+        monkeypatch.setattr(sys, "argv", ["export", *of_the_run(run_dir), "--output", str(folder / "model.pt2"), *onnx])
+        main()
+    assert "uint8 images (N, 3, 32, 32) -> class probabilities (N, 10)" in printed.getvalue()
     return folder
 
 

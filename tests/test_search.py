@@ -1,8 +1,9 @@
 """`python -m project.search`: an Optuna study whose trials are real runs of the synthetic config."""
 
+import contextlib
 import csv
+import io
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -71,18 +72,14 @@ def in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One search of two trials, run as a user runs it."""
+    """One search of two trials, run by the command's ``main`` in this process."""
     workdir = tmp_path_factory.mktemp("search")
-    result = subprocess.run(
-        [sys.executable, "-m", "project.search", *command("study")],
-        check=False,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir / "study", result.stdout
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
+        monkeypatch.chdir(workdir)
+        monkeypatch.setattr(sys, "argv", ["main.py"])
+        main(command("study"))
+    return workdir / "study", printed.getvalue()
 
 
 def test_two_trials_run_with_values_inside_the_space_and_the_summary_lists_them(study):
