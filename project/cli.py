@@ -31,17 +31,21 @@ from project.checkpoints import (
     check_checkpoint_fits,
     checkpoint_step,
     newest_last_checkpoint,
+    run_config,
     run_continued_by,
     warn_not_applied,
 )
 from project.data.cifar10 import CIFAR10DataModule  # noqa: F401
 from project.data.image_folder import ImageFolderDataModule  # noqa: F401
+from project.data.in_memory import InMemoryImageDataModule
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.errors import UsageError, mistakes_as_one_line
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
+
+DEFAULT_RUN_NAME = "default"  # the logger's name when a config sets none; an image folder's run takes its name
 
 
 class Parser(LightningArgumentParser):
@@ -98,7 +102,7 @@ class CLI(LightningCLI):
             trainer_defaults={
                 "logger": {
                     "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "logs", "name": "default"},
+                    "init_args": {"save_dir": "logs", "name": DEFAULT_RUN_NAME},
                 },
                 "callbacks": [
                     LearningRateMonitor(logging_interval="step"),
@@ -175,10 +179,14 @@ class CLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         command_line = sys.argv[1:] if args is None else args
-        if isinstance(command_line, list):  # jsonargparse names neither an empty file nor where YAML breaks
-            for path in _config_files(command_line):
+        if isinstance(command_line, list):
+            command_line = _with_run_config(command_line)
+            for path in _config_files(command_line):  # jsonargparse names neither an empty file nor where YAML breaks
                 _check_config_file(path)
-        super().parse_arguments(parser, args)
+        if args is None and command_line != sys.argv[1:]:  # LightningCLI warns when given args beside sys.argv
+            self.config = parser.parse_args(command_line)
+        else:
+            super().parse_arguments(parser, args if args is None else command_line)
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
             if self.config.subcommand != "fit" and config.ckpt_path is None:
@@ -187,6 +195,7 @@ class CLI(LightningCLI):
                     "checkpoint (logs/<name>/<version>/checkpoints/last.ckpt), or --ckpt_path last "
                     "for the newest run of the config's logger name"
                 )
+            _resolve_data_paths(config)
             self._check_checkpoint_arguments(self.config.subcommand, config)
             self._model_as_given = leaves(config.model)
 
@@ -204,7 +213,7 @@ class CLI(LightningCLI):
                 "logs/<name>/<version>/checkpoints/best-*.ckpt, or --ckpt_path last"
             )
         elif config.ckpt_path is not None and config.ckpt_path != "hpc":
-            check_checkpoint_file(Path(config.ckpt_path))
+            check_checkpoint_file(Path(config.ckpt_path), config.weights_only)
         if subcommand == "fit" and config.ckpt_path not in (None, "hpc"):
             self._continue_run(config, Path(config.ckpt_path), logger_args)
 
@@ -237,14 +246,43 @@ class CLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)  # the model in memory: the final weights
 
     def _check_checkpoint_fits(self) -> None:
+        self.connect_data_to_network()
         config = self.config[self.subcommand]
         if config.ckpt_path not in (None, "hpc"):
             check_checkpoint_fits(self.model, Path(config.ckpt_path), config.weights_only)
 
     before_validate = before_test = before_predict = _check_checkpoint_fits
 
+    def connect_data_to_network(self) -> None:
+        """Pretrained weights expect the normalization they were trained with: a network that says what it
+        expects (``preprocessing``, as ``TorchvisionNet`` does) sets the data's mean and std."""
+        preprocessing = getattr(getattr(self.model, "network", None), "preprocessing", None)
+        data = self.datamodule
+        if not preprocessing or not isinstance(data, InMemoryImageDataModule):
+            return
+        data.normalization = (preprocessing["mean"], preprocessing["std"])
+        # Sizes the config leaves unset (ImageFolderDataModule's image_size, crop_fraction): the network's own,
+        # written into the run's config.yaml.
+        sizes = {
+            "image_size": preprocessing["crop_size"],
+            "crop_fraction": preprocessing["crop_size"] / preprocessing["resize_size"],
+        }
+        for key, value in sizes.items():
+            if getattr(data, key, False) is None:
+                setattr(data, key, value)
+                (self.config[self.subcommand] if self.subcommand else self.config).data.init_args[key] = value
+
+    def _record_splits(self) -> None:
+        # A datamodule that splits its folder writes which image went where into the run directory, and the
+        # run's config.yaml names that file: test, predict and a rerun then read the same splits.
+        data = self.datamodule
+        if getattr(data, "splits_file", False) is None and self.trainer.log_dir is not None:
+            data.splits_file = Path(self.trainer.log_dir).resolve() / "splits.csv"
+            self.config.fit.data.init_args.splits = str(data.splits_file)
+
     def before_fit(self) -> None:
         self._check_checkpoint_fits()
+        self._record_splits()
         self.trainer.callbacks.append(ResumeReport(self._model_not_applied))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -271,6 +309,24 @@ class CLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
 
+def _with_run_config(command_line: list[str]) -> list[str]:
+    """``--ckpt_path <file>`` and no ``--config``: the command line with ``--config <run>/config.yaml`` (the
+    checkpoint's run's config) right after the subcommand, so that the flags given apply on top of it."""
+    subcommand = next((i for i, arg in enumerate(command_line) if arg in ("fit", "validate", "test", "predict")), None)
+    if subcommand is None or any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in command_line):
+        return command_line
+    ckpt_path = None
+    for flag, value in zip(command_line, [*command_line[1:], None]):
+        if flag == "--ckpt_path":
+            ckpt_path = value
+        elif flag.startswith("--ckpt_path="):
+            ckpt_path = flag.split("=", 1)[1]
+    if ckpt_path in (None, "", "null", "last", "best", "hpc"):  # "last" needs the config's logger name
+        return command_line
+    config = str(run_config(Path(ckpt_path)))
+    return [*command_line[: subcommand + 1], "--config", config, *command_line[subcommand + 1 :]]
+
+
 def _config_files(command_line: list[str]) -> list[str]:
     given = [value for flag, value in zip(command_line, command_line[1:]) if flag == "--config"]
     return given + [arg.split("=", 1)[1] for arg in command_line if arg.startswith("--config=")]
@@ -291,6 +347,24 @@ def _check_config_file(path: str) -> None:
             f"--config {path} holds no settings ({why}): a config is YAML of `key: value` lines, "
             "e.g. `trainer:` then `  max_epochs: 3`"
         )
+
+
+DATA_PATHS = ("root", "predict_dir", "splits", "cache_dir")  # a datamodule's settings that name files
+
+
+def _resolve_data_paths(config) -> None:
+    """Relative data paths become absolute, so that the run's saved config.yaml works from any directory; and a
+    run of an image folder, under the default logger name, is named after the folder (logs/<folder>/...)."""
+    init_args = getattr(config.data, "init_args", None) if config.get("data") else None
+    if init_args is None:
+        return
+    for key in DATA_PATHS:
+        value = init_args.get(key)
+        if isinstance(value, str) and "://" not in value:
+            init_args[key] = str(Path(value).expanduser().resolve())
+    logger_args = getattr(config.trainer.logger, "init_args", None)
+    if init_args.get("root") and logger_args is not None and logger_args.get("name") == DEFAULT_RUN_NAME:
+        logger_args["name"] = Path(init_args["root"]).name
 
 
 def leaves(namespace) -> dict:

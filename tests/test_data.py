@@ -226,7 +226,7 @@ SLOW_DECODING = """
 import sys, time
 import project.data.image_folder as image_folder
 from project.cli import main
-decode = image_folder._decode
+decode = image_folder.decode_image
 
 
 def slow_decode(*args):
@@ -234,7 +234,7 @@ def slow_decode(*args):
     return decode(*args)
 
 
-image_folder._decode = slow_decode
+image_folder.decode_image = slow_decode
 print("decoding", flush=True)
 sys.argv = ["main.py", *sys.argv[1:]]
 main()
@@ -257,6 +257,8 @@ def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
             "images",
             "--data.cache_dir",
             "cache",
+            "--data.val_size",
+            "30",
         ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},

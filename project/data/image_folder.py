@@ -1,88 +1,169 @@
-"""Your own images: ``root/{train,test}[,val]/<class>/*``, decoded once, cached on disk, held in memory."""
+"""Your own images: class folders, split into train, val and test, decoded once, cached on disk, held in memory."""
 
+import csv
 import hashlib
 import os
 import signal
+import warnings
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
+from project.data.decode import RESIZE_FILTER, decode_image
 from project.data.in_memory import Flip, InMemoryImageDataModule
 from project.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
 
 
 class ImageFolderDataModule(InMemoryImageDataModule):
     """Images in one folder per class, like torchvision's ImageFolder, on the in-memory data path.
 
-    ``root/train/<class>/*`` and ``root/test/<class>/*`` are required, ``root/val/<class>/*`` is
-    optional (without it, ``val_size`` training images are held out). Class names are the folder
-    names, sorted. Images are converted to RGB and resized to ``image_size`` x ``image_size`` where
-    they differ. Each split is decoded once (in parallel) and cached in ``cache_dir`` as one uint8
-    tensor; the cache is rebuilt when a file is added, removed or changed, or ``image_size`` changes.
+    Two layouts: ``root/<class>/*`` (class folders only), or ``root/train/<class>/*`` with optional
+    ``root/test/<class>/*`` and ``root/val/<class>/*``. A split without its folder is held out of
+    the training images, stratified by class (each class gives the same fraction), drawn with
+    ``split_seed``: ``test_size`` for test, then ``val_size`` for validation. Class names are the
+    folder names, sorted.
 
-    ``predict`` runs on ``test/``, or on ``predict_dir``: any images under it, in any subfolder,
-    without labels, resized as in training and not cached. ``image_names`` names each image for
+    With ``splits`` (a CSV of ``image,split`` lines, paths relative to ``root``), the file decides
+    which image is in which split: the first run writes it if missing (the CLI puts it in the run
+    directory and names it in the run's ``config.yaml``), so ``test``, ``predict`` and a rerun use the
+    same files even after images are added to the folder.
+
+    Images keep their aspect ratio: decoded upright (EXIF orientation) to RGB whatever their mode
+    (``project/data/decode.py``), the short side resized to ``image_size / crop_fraction`` and
+    the centre square of that side kept. Evaluation sees the central ``image_size`` square of it
+    (torchvision's resize-then-center-crop); training a random-resized crop of it with
+    ``random_crop_scale``, else a shifted ``image_size`` window. Each split is decoded once, in
+    parallel, and cached in ``cache_dir`` as one uint8 tensor, rebuilt when a file is added, removed
+    or changed, or the sizes change.
+
+    ``predict`` runs on the test split, or on ``predict_dir``: any images under it, in any
+    subfolder, without labels, and not cached. ``image_names`` names each image for
     ``predictions.csv``.
 
     Args:
-        root: The folder holding train/, test/ and optionally val/.
-        image_size: Side of the square images the network sees.
+        root: The folder of class folders, or of train/ (and test/, val/).
+        image_size: Side of the square images the network sees. Unset: what the network expects (the CLI
+            sets it from a pretrained network's ``preprocessing``), else 32.
+        crop_fraction: ``image_size`` over the side images are resized to before the centre crop
+            (torchvision's ImageNet evaluation: 224 of 256, 0.875); 1 keeps the whole short side. Unset: the
+            network's, else 1.
+        random_crop_scale: Training crops cover this fraction range of the image's area, at random aspect
+            ratios, resized to ``image_size`` (torchvision's RandomResizedCrop; ImageNet uses [0.08, 1]); unset,
+            training images are shifted by up to ``crop_padding`` pixels instead.
         cache_dir: Where decoded splits are cached; the data folder itself may be read-only.
         batch_size: Images per batch (per device under DDP).
-        val_size: Training images held out for validation when there is no val/ folder; 0 validates on test/.
+        val_size: Training images held out for validation when there is no val/ folder: a count, or a
+            fraction if below 1 (0.1); 0 validates on the test split.
+        test_size: Images held out for testing when there is no test/ folder: a count, or a fraction (0.1).
+        split_seed: Draws the held-out images; the same seed and files give the same splits.
+        splits: A CSV of ``image,split`` lines that fixes each image's split (written if missing).
         crop_padding: Training images are shifted by up to this many pixels (reflected borders); 0 for none.
         flip: Mirroring of training images: "random" (each image, each epoch, with probability 1/2),
             "alternating" (each image every other epoch) or "none".
-        predict_dir: A folder of images to predict, searched recursively; unset, ``predict`` runs on test/.
+        predict_dir: A folder of images to predict, searched recursively; unset, ``predict`` runs on the test split.
     """
 
     def __init__(
         self,
         root: str,
-        image_size: int = 32,
+        image_size: int | None = None,
+        crop_fraction: float | None = None,
+        random_crop_scale: tuple[float, float] | None = None,
         cache_dir: str = "data/cache",
         batch_size: int = 512,
-        val_size: int = 5000,
+        val_size: int | float = 5000,
+        test_size: int | float = 0.1,
+        split_seed: int = 0,
+        splits: str | None = None,
         crop_padding: int = 4,
         flip: Flip = "random",
         predict_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
-        self.root, self.image_size, self.cache_dir = Path(root), image_size, Path(cache_dir)
+        if image_size is not None and image_size < 1:
+            raise UsageError(f"data.image_size must be >= 1 pixel, got {image_size}")
+        if crop_fraction is not None and not 0 < crop_fraction <= 1:
+            raise UsageError(f"data.crop_fraction must be in (0, 1], got {crop_fraction}")
+        if random_crop_scale is not None and not 0 < random_crop_scale[0] <= random_crop_scale[1] <= 1:
+            raise UsageError(
+                f"data.random_crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(random_crop_scale)}"
+            )
+        for name, size in (("val_size", val_size), ("test_size", test_size)):
+            if isinstance(size, float) and not 0 <= size < 1:
+                raise UsageError(f"data.{name} must be a count of images or a fraction in [0, 1), got {size}")
+            if size < 0:
+                raise UsageError(f"data.{name} must be >= 0, got {size}")
+        self.root, self.cache_dir = Path(root), Path(cache_dir)
+        self.image_size, self.crop_fraction, self.random_crop_scale = image_size, crop_fraction, random_crop_scale
+        self.test_size, self.split_seed = test_size, split_seed
+        self.splits_file = Path(splits) if splits is not None else None
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         if self.predict_dir is not None and not self.predict_dir.is_dir():
             raise UsageError(
                 f"data.predict_dir {self.predict_dir} is not a folder: give the folder of images to "
                 "predict (searched recursively)"
             )
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
         self._caches: dict[str, Path | None] = {}
         self._names: dict[str, list[str]] = {}  # per split: each image's path, relative to the root
-        self.class_names = _class_folders(self.root / "train")
+        self._listing: dict[str, tuple[list[str], list[int]]] | None = None
+        self.class_names = _class_folders(self._class_root())
         if len(self.class_names) < 2:
             found = f"only {self.class_names[0]}/" if self.class_names else "no class folders"
             raise UsageError(
-                f"image folder {self.root / 'train'} has {found}: a classifier needs two or more, "
-                f"{self.root}/train/<class>/<image files>"
+                f"image folder {self._class_root()} has {found}: a classifier needs two or more, "
+                f"{self._class_root()}/<class>/<image files>"
             )
-        if self.cache_dir.exists() and not self.cache_dir.is_dir():
-            raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
-        test_classes = _class_folders(self.root / "test")
-        if test_classes != self.class_names:
+        for split in ("test", "val"):
+            folder = self.root / split
+            if self._class_root() != self.root and folder.is_dir() and _class_folders(folder) != self.class_names:
+                raise UsageError(
+                    f"class folders differ between {self.root / 'train'} {self.class_names} and "
+                    f"{folder} {_class_folders(folder)}: both need the same classes"
+                )
+
+    @property
+    def crop_size(self) -> int:
+        return self.image_size or 32
+
+    @property
+    def stored_size(self) -> int:
+        """The side images are decoded and cached at."""
+        return round(self.crop_size / (self.crop_fraction or 1.0))
+
+    @property
+    def preprocessing(self) -> dict:
+        """What a deployed model's client does before the model: resize the short side to ``resize``
+        with this filter, take the centre ``crop`` square, and pass uint8 RGB (normalization is inside)."""
+        return {"resize": self.stored_size, "crop": self.crop_size, "interpolation": RESIZE_FILTER}
+
+    def _class_root(self) -> Path:
+        if (self.root / "train").is_dir():
+            return self.root / "train"
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"image folder {self.root} does not exist: expected {self.root}/<class>/<images>, or "
+                f"{self.root}/train/<class>/<images> (test/ and val/ beside it are optional)"
+            )
+        stray = [name for name in ("test", "val") if (self.root / name).is_dir()]
+        if stray:
             raise UsageError(
-                f"class folders differ between {self.root / 'train'} {self.class_names} and "
-                f"{self.root / 'test'} {test_classes}: both need the same classes"
+                f"image folder {self.root} has {stray[0]}/ but no train/: put the training images in "
+                f"{self.root}/train/<class>/"
             )
+        return self.root
 
     def prepare_data(self) -> None:
         # Lightning calls this in one process per machine before any rank's setup: under DDP the
         # images are decoded once and every rank then reads the cache.
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             self._cache(split)
 
     def load(self, split: str) -> tuple[Tensor, Tensor] | None:
@@ -99,11 +180,93 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         ``predict_dir`` for the images found there."""
         if split == "predict" and self.predict_dir is None:
             split = "test"
-        if split not in self._names:
-            self.load(split)
-        return self._names[split]
+        if split == "predict":
+            self._names.setdefault("predict", [os.path.relpath(f, self.predict_dir) for f in self._predict_files()])
+            return self._names["predict"]
+        files, _ = self._split_listing()[split]
+        return [os.path.relpath(file, self.root) for file in files]
 
-    def _predict_images(self) -> tuple[Tensor, Tensor]:
+    def _split_listing(self) -> dict[str, tuple[list[str], list[int]]]:
+        """Each split's files and labels: from the splits file if it exists, else from the folders and the
+        held-out draws (then written to the splits file, if one is named). Listed once per process."""
+        if self._listing is None:
+            listing = self._folder_listing()
+            if self.splits_file is not None and self.splits_file.is_file():
+                listing = self._read_splits(listing)
+            else:
+                listing = self._hold_out_missing(listing)
+                if self.splits_file is not None:
+                    self._write_splits(listing)
+            self._listing = listing
+        return self._listing
+
+    def _folder_listing(self) -> dict[str, tuple[list[str], list[int]]]:
+        if self._class_root() == self.root:
+            return {"train": self._list(self.root)}
+        return {split: self._list(self.root / split) for split in SPLITS if (self.root / split).is_dir()}
+
+    def _hold_out_missing(self, listing: dict) -> dict:
+        files, labels = listing["train"]
+        for split, size in (("test", self.test_size), ("val", self.val_size)):
+            if split in listing or size == 0:
+                continue
+            if isinstance(size, int) and size >= len(files):
+                raise UsageError(
+                    f"data.{split}_size {size} must be smaller than the {len(files)} images it is held out of; "
+                    "give a smaller count, or a fraction such as 0.1"
+                )
+            held = _stratified_draw(labels, size, self.split_seed + (split == "val"))
+            if not any(held) or all(held):
+                raise UsageError(
+                    f"data.{split}_size {size} of {len(files)} images holds out {int(held.sum())}: "
+                    f"{split} and train both need images; use a larger folder or another {split}_size"
+                )
+            listing[split] = [f for f, h in zip(files, held) if h], [c for c, h in zip(labels, held) if h]
+            files, labels = [f for f, h in zip(files, held) if not h], [c for c, h in zip(labels, held) if not h]
+        listing["train"] = files, labels
+        return listing
+
+    def _write_splits(self, listing: dict) -> None:
+        self.splits_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.splits_file.with_name(f".{self.splits_file.name}.{os.getpid()}.tmp")
+        with open(partial, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["image", "split"])
+            for split, (files, _) in listing.items():
+                writer.writerows([os.path.relpath(f, self.root), split] for f in files)
+        os.replace(partial, self.splits_file)  # atomic: another process never reads half a file
+
+    def _read_splits(self, listing: dict) -> dict:
+        label_of = {
+            os.path.relpath(f, self.root): (f, c) for files, labels in listing.values() for f, c in zip(files, labels)
+        }
+        with open(self.splits_file, newline="") as file:
+            rows = list(csv.DictReader(file))
+        if not rows or set(rows[0]) != {"image", "split"} or any(row["split"] not in SPLITS for row in rows):
+            raise UsageError(
+                f"data.splits {self.splits_file} is not a splits file: expected CSV lines `image,split` "
+                f"under that header, split one of {', '.join(SPLITS)}"
+            )
+        missing = [row["image"] for row in rows if row["image"] not in label_of]
+        if missing:
+            raise UsageError(
+                f"data.splits {self.splits_file} names {len(missing)} images that are not in {self.root} "
+                f"(e.g. {missing[0]}); restore them, or leave out data.splits to split the folder anew"
+            )
+        if len(rows) < len(label_of):
+            warnings.warn(
+                f"{len(label_of) - len(rows)} images in {self.root} are not in data.splits {self.splits_file} "
+                "and are left out; leave out data.splits to split the folder anew"
+            )
+        split_listing: dict[str, tuple[list[str], list[int]]] = {}
+        for row in rows:
+            file, label = label_of[row["image"]]
+            files, labels = split_listing.setdefault(row["split"], ([], []))
+            files.append(file)
+            labels.append(label)
+        return split_listing
+
+    def _predict_files(self) -> list[str]:
         files = sorted(
             os.path.join(folder, name)
             for folder, _, names in os.walk(self.predict_dir)
@@ -115,14 +278,17 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 f"data.predict_dir {self.predict_dir} holds no images "
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}), in any subfolder"
             )
-        self._names["predict"] = [os.path.relpath(file, self.predict_dir) for file in files]
+        return files
+
+    def _predict_images(self) -> tuple[Tensor, Tensor]:
+        files = self._predict_files()
         return self._decode(files), torch.full((len(files),), -1)  # -1: no label
 
     def _decode(self, files: list[str]) -> Tensor:
         # Workers ignore Ctrl-C: the main process alone handles it, and ends them on its way out.
         workers = min(os.cpu_count() or 1, 8)
         with Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            arrays = pool.starmap(_decode, [(f, self.image_size) for f in files], chunksize=256)
+            arrays = pool.starmap(decode_image, [(f, self.stored_size) for f in files], chunksize=256)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def _cache(self, split: str) -> Path | None:
@@ -133,11 +299,15 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
     def _checked_cache(self, split: str) -> Path | None:
         """The split's cache file, decoded and written first if missing or stale; None without such a split."""
-        folder = self.root / split
-        if split == "val" and not folder.is_dir():
+        listing = self._split_listing()
+        if split not in listing:
+            if split == "test":
+                raise UsageError(
+                    f"image folder {self.root} has no test/ folder and data.test_size is 0: "
+                    "hold out test images with data.test_size (e.g. 0.1), or add test/<class>/ folders"
+                )
             return None
-        files, labels = self._list(folder)
-        self._names[split] = [os.path.relpath(file, self.root) for file in files]
+        files, labels = listing[split]
         cache = self._cache_file(split, files)
         if not cache.is_file():
             self._write_cache(split, cache, {"images": self._decode(files), "labels": torch.tensor(labels)})
@@ -163,7 +333,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         return files, labels
 
     def _cache_file(self, split: str, files: list[str]) -> Path:
-        listing = hashlib.sha256(str(self.image_size).encode())
+        listing = hashlib.sha256(f"{self.stored_size}".encode())
         prefix = len(str(self.root))
         for file in files:
             stat = os.stat(file)
@@ -187,18 +357,23 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 def _class_folders(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"image folder {folder} does not exist: expected <root>/train/<class>/<images> "
-            "and <root>/test/<class>/<images> (and optionally <root>/val/<class>/<images>)"
+            f"image folder {folder} does not exist: expected <root>/<class>/<images>, or "
+            "<root>/train/<class>/<images> (test/ and val/ beside it are optional)"
         )
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _decode(path: str, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError) as err:  # PIL: unidentified, truncated or corrupt image
-        raise UsageError(f"cannot read image {path}: {err}") from None
+def _stratified_draw(labels: list[int], size: int | float, seed: int) -> list[bool]:
+    """Which images to hold out: the same fraction of each class (``size``, or ``size`` images in all),
+    at least one of a class that has two or more, never a class's last one."""
+    fraction = size if isinstance(size, float) else size / len(labels)
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    held = [False] * len(labels)
+    generator = torch.Generator().manual_seed(seed)
+    for indices in by_class.values():
+        count = min(max(round(fraction * len(indices)), 1), len(indices) - 1)
+        for position in torch.randperm(len(indices), generator=generator)[:count].tolist():
+            held[indices[position]] = True
+    return held

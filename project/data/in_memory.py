@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
 
-from project.data.augment import random_shift_and_flip
+from project.data.augment import center_crop, random_resized_crop, random_shift_and_flip
 from project.data.batches import TensorBatches
 from project.errors import UsageError
 
@@ -45,9 +45,21 @@ class InMemoryImageDataModule(LightningDataModule):
     images are held out (the same ones for every run); ``val_size=0`` trains on every training
     image and validates on the test set, as speed records report it (then the "best" checkpoint is
     chosen on test data).
+
+    Images may be stored larger than the network sees them: with ``crop_size`` set, evaluation
+    takes the central ``crop_size`` square, and training either a random ``crop_size`` window
+    shifted as above, or, with ``random_crop_scale``, a random-resized crop (torchvision's
+    ``RandomResizedCrop``) of the whole stored image.
+
+    ``normalization``, ``(mean, std)`` per channel in [0, 1], replaces the training images'
+    statistics: pretrained weights expect the normalization they were trained with (the CLI sets it
+    from the network's ``preprocessing``).
     """
 
     class_names: list[str]
+    crop_size: int | None = None
+    random_crop_scale: tuple[float, float] | None = None
+    normalization: tuple[list[float], list[float]] | None = None
 
     def __init__(self, batch_size: int, val_size: int, crop_padding: int = 4, flip: Flip = "random") -> None:
         super().__init__()
@@ -83,7 +95,10 @@ class InMemoryImageDataModule(LightningDataModule):
         if val is None and self.val_size > 0:
             train, val = self._hold_out(train)
         test = self.load("test")
-        self.std, self.mean = _channel_std_mean(train[0])
+        if self.normalization is None:
+            self.std, self.mean = _channel_std_mean(train[0])
+        else:  # in the stored uint8 levels, shaped to broadcast over a batch
+            self.mean, self.std = (torch.tensor(values).mul(255).view(1, -1, 1, 1) for values in self.normalization)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
@@ -165,8 +180,16 @@ class InMemoryImageDataModule(LightningDataModule):
         """A uint8 ``(images, labels, indices)`` batch on its device -> augmented (if ``augment``, as in
         ``epoch``) and normalized float images, labels."""
         images, labels, indices = batch
-        if augment and (self.crop_padding or self.flip != "none"):
-            images = random_shift_and_flip(images, self.crop_padding, self._mirror(indices, epoch), self.augment_rng)
+        if augment and self.random_crop_scale is not None:
+            size = self.crop_size or images.shape[-1]
+            mirror = self._mirror(indices, epoch)
+            images = random_resized_crop(images, size, self.random_crop_scale, mirror, self.augment_rng)
+        else:
+            if self.crop_size is not None:
+                images = center_crop(images, self.crop_size)
+            if augment and (self.crop_padding or self.flip != "none"):
+                mirror = self._mirror(indices, epoch)
+                images = random_shift_and_flip(images, self.crop_padding, mirror, self.augment_rng)
         images = normalize(images, self.mean, self.std)
         # Convolutions run faster on channels-last input, on CPUs and (with channels-last weights,
         # see ImageClassifier.setup) on GPUs.

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from project.errors import UsageError
+from project.models.init_weights import load_init_weights
 from project.models.tta import logits_with_tta
 from project.networks.convnet import ConvNet
 from project.optim.configure import check_settings, configure_optimizers
@@ -34,6 +35,10 @@ class ImageClassifier(LightningModule):
         label_smoothing: Of the cross-entropy loss; airbench94 uses 0.2.
         bias_lr_scale: LR multiplier for biases and norm weights; airbench94 gives BatchNorm biases 64.
         bias_weight_decay: Decay biases and norm weights too, as strongly per step as the weights.
+        body_lr_scale: LR multiplier for the network's parameters outside its ``head``: below 1, a pretrained
+            body changes less than the new head (fine-tuning).
+        init_weights: Start from these weights: a run's checkpoint or a saved state dict (``load_init_weights``);
+            a head of another shape is initialized anew. A new run: new optimizer, schedule and run directory.
         tta_level: Test-time augmentation for test and predict: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
         compile: Compile the network with ``torch.compile`` (the first steps take longer; later ones run faster
             on a GPU). The state dict keeps its keys, so checkpoints load either way.
@@ -48,6 +53,8 @@ class ImageClassifier(LightningModule):
         label_smoothing: float = 0.0,
         bias_lr_scale: float = 1.0,
         bias_weight_decay: bool = False,
+        body_lr_scale: float = 1.0,
+        init_weights: str | None = None,
         tta_level: int = 0,
         compile: bool = False,
     ) -> None:
@@ -61,6 +68,7 @@ class ImageClassifier(LightningModule):
         self.network = network(num_classes=num_classes)  # by keyword: torchvision models take weights first
         self.optimizer, self.scheduler = optimizer, scheduler
         self.bias_lr_scale, self.bias_weight_decay, self.tta_level = bias_lr_scale, bias_weight_decay, tta_level
+        self.body_lr_scale, self.init_weights = body_lr_scale, init_weights
         self.compile_network = compile
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -77,6 +85,9 @@ class ImageClassifier(LightningModule):
             self.network.compile()  # in place: unlike torch.compile(network), keeps the state dict's keys
 
     def on_fit_start(self) -> None:
+        # After a resume's checkpoint is restored (trainer.ckpt_path is known here): a resumed run keeps its own.
+        if self.init_weights is not None and self.trainer.ckpt_path is None:
+            load_init_weights(self.network, self.init_weights)
         # A layer fitted from data (ConvNet's whitening) is fitted here: once, before the sanity check
         # and the first step, outside the autocast of the training step. A run resumed from a
         # checkpoint has its filters restored by now and keeps them.
@@ -117,7 +128,9 @@ class ImageClassifier(LightningModule):
         return {"label": label, "probability": probability, "target": targets}  # target -1: unlabeled
 
     def configure_optimizers(self):
-        return configure_optimizers(self, self.optimizer, self.scheduler, self.bias_lr_scale, self.bias_weight_decay)
+        return configure_optimizers(
+            self, self.optimizer, self.scheduler, self.bias_lr_scale, self.bias_weight_decay, self.body_lr_scale
+        )
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
         images, labels = batch

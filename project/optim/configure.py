@@ -24,13 +24,16 @@ def configure_optimizers(
     scheduler: Callable[..., Any] | None = None,
     bias_lr_scale: float = 1.0,
     bias_weight_decay: bool = False,
+    body_lr_scale: float = 1.0,
 ) -> Any:
     """Build the optimizer over ``parameter_groups(module)`` and the scheduler stepping once per optimizer step.
 
-    The group of one-dimensional parameters (biases, norm weights) gets ``bias_lr_scale`` times the
+    The groups of one-dimensional parameters (biases, norm weights) get ``bias_lr_scale`` times the
     configured LR, and weight decay only with ``bias_weight_decay``; then as much decay per step as
     the weights get (torch multiplies weight decay by the LR, so the group's factor is divided by
-    the scale). Both groups follow the same schedule.
+    the scale). With ``body_lr_scale`` other than 1, the parameters of ``module.network`` outside its
+    ``head`` (a pretrained body under a new head) get their own groups at that multiple of the LR.
+    Every group follows the same schedule, each from its own base LR.
 
     A scheduler with a ``total_steps`` argument left unset (``WarmupCosine``, torch's
     ``OneCycleLR``) gets ``trainer.estimated_stepping_batches``, which follows max_epochs,
@@ -40,12 +43,17 @@ def configure_optimizers(
     """
     if bias_lr_scale <= 0:
         raise UsageError(f"bias_lr_scale must be > 0, got {bias_lr_scale}")
-    opt = _build_optimizer(optimizer, parameter_groups(module, bias_weight_decay))
+    if body_lr_scale < 0:
+        raise UsageError(f"body_lr_scale must be >= 0, got {body_lr_scale}")
+    body = body_parameters(module) if body_lr_scale != 1 else set()
+    opt = _build_optimizer(optimizer, parameter_groups(module, bias_weight_decay, body))
     for group in opt.param_groups:
         if _is_bias(group["params"][0]):
             group["lr"] *= bias_lr_scale
             if group.get("weight_decay"):
                 group["weight_decay"] /= bias_lr_scale
+        if group["params"][0] in body:
+            group["lr"] *= body_lr_scale
     if scheduler is None:
         return opt
     debugging = [flag for flag in ("fast_dev_run", "overfit_batches") if getattr(module.trainer, flag)]
@@ -93,16 +101,34 @@ def _build_optimizer(optimizer: Callable[..., Optimizer], params: list) -> Optim
         raise UsageError(f"model.optimizer: {err}") from err
 
 
-def parameter_groups(module: nn.Module, bias_weight_decay: bool = False) -> list[dict[str, Any]]:
+def parameter_groups(module: nn.Module, bias_weight_decay: bool = False, body: set | None = None) -> list[dict]:
     """Two groups: the weights, and the biases and normalization weights, which get no weight decay
-    unless ``bias_weight_decay`` (the usual rule for AdamW; airbench94 decays them).
+    unless ``bias_weight_decay`` (the usual rule for AdamW; airbench94 decays them). The parameters in
+    ``body`` get two groups of their own, after those.
     """
+    body = body or set()
     trainable = [p for p in module.parameters() if p.requires_grad]
-    weights = {"params": [p for p in trainable if not _is_bias(p)]}
-    biases = {"params": [p for p in trainable if _is_bias(p)]}
-    if not bias_weight_decay:
-        biases["weight_decay"] = 0.0
-    return [group for group in (weights, biases) if group["params"]]
+    groups = []
+    for part in ([p for p in trainable if p not in body], [p for p in trainable if p in body]):
+        weights = {"params": [p for p in part if not _is_bias(p)]}
+        biases = {"params": [p for p in part if _is_bias(p)]}
+        if not bias_weight_decay:
+            biases["weight_decay"] = 0.0
+        groups += [group for group in (weights, biases) if group["params"]]
+    return groups
+
+
+def body_parameters(module: nn.Module) -> set:
+    """The parameters of ``module.network`` (or ``module``) outside its ``head``: a pretrained body."""
+    network = getattr(module, "network", module)
+    head = getattr(network, "head", None)
+    if not isinstance(head, nn.Module):
+        raise UsageError(
+            f"body_lr_scale: the network {type(network).__name__} has no `head` attribute, the classifier whose "
+            "parameters keep the full LR; name it `head`, or leave body_lr_scale at 1"
+        )
+    in_head = set(head.parameters())
+    return {p for p in network.parameters() if p not in in_head}
 
 
 def _total_steps_unset(factory: Callable[..., Any]) -> bool:

@@ -31,6 +31,9 @@ class WarmupCosine(LRScheduler):
     Args:
         optimizer: The optimizer whose param groups are scheduled.
         warmup_steps: Optimizer steps of linear warmup (W); 0 starts at the peak.
+        warmup_fraction: The warmup as a fraction of ``total_steps`` instead, in [0, 1) (W is
+            ``round(warmup_fraction * T)``): one setting that warms up short and long runs alike.
+            Give either this or ``warmup_steps``.
         total_steps: Optimizer steps of the whole schedule, warmup included (T). Left unset, the
             Lightning wiring (``project.optim.configure``) fills in the trainer's
             ``estimated_stepping_batches``; built directly, the scheduler needs it.
@@ -46,9 +49,22 @@ class WarmupCosine(LRScheduler):
         total_steps: int | None = None,
         start_factor: float = 0.0,
         min_lr_ratio: float = 0.0,
+        warmup_fraction: float | None = None,
         last_epoch: int = -1,
     ) -> None:
         self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
+        if warmup_fraction is not None:
+            if self.warmup_steps:
+                raise UsageError(
+                    f"WarmupCosine: give warmup_steps ({warmup_steps}) or warmup_fraction ({warmup_fraction}), "
+                    "not both",
+                    "warmup_fraction",
+                )
+            if isinstance(warmup_fraction, bool) or not 0.0 <= warmup_fraction < 1.0:
+                raise UsageError(f"WarmupCosine: warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+            total = _check_total_steps(total_steps, 0)
+            self.warmup_steps = round(warmup_fraction * total)
+        self.warmup_fraction = warmup_fraction
         self.total_steps = _check_total_steps(total_steps, self.warmup_steps)
         self.start_factor = _check_ratio("start_factor", start_factor)
         self.min_lr_ratio = _check_ratio("min_lr_ratio", min_lr_ratio)
