@@ -88,7 +88,8 @@ def test_two_trials_run_with_values_inside_the_space_and_the_summary_lists_them(
     assert [(row["number"], row["state"]) for row in trials] == [("0", "COMPLETE"), ("1", "COMPLETE")]
     for row in trials:
         assert 1e-3 <= float(row["model.optimizer.init_args.lr"]) <= 3e-2
-        assert row["model.scheduler.init_args.warmup_steps"] in {"0", "1", "2", "3", "4"}
+        assert row["model.scheduler.init_args.warmup_steps"] == "0"  # the config's 10, made 0 by the space
+        assert 0 <= float(row["model.scheduler.init_args.warmup_fraction"]) <= 0.3
         assert row["data.init_args.flip"] in {"random", "alternating"}
         assert 0 <= float(row["val/acc"]) <= 1
         config = yaml.safe_load((study_dir.parent / row["run_dir"] / "config.yaml").read_text())  # each its own run
@@ -107,8 +108,8 @@ def test_the_best_config_is_the_best_trials_and_main_py_fit_accepts_it(study, ca
     assert printed_config.value.code in (None, 0)
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == float(best["model.optimizer.init_args.lr"])
-    warmup = config["model"]["init_args"]["scheduler"]["init_args"]["warmup_steps"]
-    assert warmup == int(best["model.scheduler.init_args.warmup_steps"])
+    warmup = config["model"]["init_args"]["scheduler"]["init_args"]["warmup_fraction"]
+    assert warmup == float(best["model.scheduler.init_args.warmup_fraction"])
     assert config["data"]["init_args"]["flip"] == best["data.init_args.flip"]
 
 
@@ -154,21 +155,55 @@ def test_a_mistake_in_the_space_is_one_error_line_before_any_trial(space, messag
     assert not (tmp_path / "study").exists()
 
 
+def test_a_trial_whose_values_are_a_mistake_fails_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
+    # 4 optimizer steps a run: a warmup of 5-8 steps is too long. A flip of `sideways` is a value the
+    # CLI refuses, drawn in a trial (the check of the space's choices before any trial is skipped).
+    monkeypatch.setattr("project.search.study._check_values", lambda *args: None)
+    (tmp_path / "space.yaml").write_text(
+        "model.scheduler.init_args.warmup_steps: {low: 0, high: 8}\n"
+        "data.init_args.flip: {choices: [random, alternating, sideways]}\n"
+    )
+    main(command("study", 4, tmp_path / "space.yaml", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1"))
+    trials, printed = trials_of(tmp_path / "study"), capsys.readouterr()
+    assert len(trials) == 4
+    for row in trials:
+        warmup, flip = int(row["model.scheduler.init_args.warmup_steps"]), row["data.init_args.flip"]
+        if flip == "sideways":
+            assert row["state"] == "FAIL"
+            assert row["error"].startswith("data.flip: Expected a typing.Literal[") and "sideways" in row["error"]
+        elif warmup > 4:
+            assert row["state"] == "FAIL"
+            assert row["error"].startswith(f"WarmupCosine: total_steps must be >= 1 and >= warmup_steps ({warmup})")
+        else:
+            assert (row["state"], row["error"]) == ("COMPLETE", "")
+        if row["state"] == "FAIL":
+            assert f"failed, the study goes on: trial {row['number']} (--" in printed.err
+    states = [row["state"] for row in trials]
+    assert "COMPLETE" in states and {"data.flip", "WarmupCosine"} <= {row["error"].split(":")[0] for row in trials}
+    assert f"4 trials ({states.count('COMPLETE')} complete, {states.count('FAIL')} fail)" in printed.out
+
+
 @pytest.mark.parametrize(
-    "space, flags, message",
+    "space, flags, trials, message",
     [
+        # WarmupCosine takes warmup_steps or warmup_fraction, and the config sets warmup_steps: 10.
         (
-            "model.scheduler.init_args.warmup_steps: {low: 50, high: 60}",
+            "model.scheduler.init_args.warmup_fraction: {low: 0.0, high: 0.3}",
             [],
-            "WarmupCosine: total_steps must be >= 1 and >= warmup_steps",
+            5,
+            "trials 0-2 all stopped on a mistake and none has finished, as if every trial would: trial 2 (--",
         ),
-        (SPACE.read_text(), ["--trainer.devices", "2"], "a search runs each trial in one process on one device"),
+        (SPACE.read_text(), ["--trainer.devices", "2"], 1, "trial 0 (--"),
     ],
 )
-def test_a_trial_that_stops_on_a_mistake_names_its_values_and_counts_as_failed(space, flags, message, tmp_path):
+def test_a_mistake_every_trial_shares_ends_the_study_with_one_line(space, flags, trials, message, tmp_path):
     (tmp_path / "space.yaml").write_text(space)
     with pytest.raises(SystemExit) as stopped:
-        main(command("study", 1, tmp_path / "space.yaml", *flags))
-    assert str(stopped.value.code).startswith("error: trial 0 (--")
-    assert message in str(stopped.value.code)
-    assert trials_of(tmp_path / "study")[0]["state"] == "FAIL"
+        main(command("study", trials, tmp_path / "space.yaml", *flags))
+    assert str(stopped.value.code).startswith(f"error: {message}")
+    reason = "not both" if not flags else "a search runs each trial in one process on one device"
+    assert reason in str(stopped.value.code)
+    assert len(str(stopped.value.code).splitlines()) == 2  # the error, then "(set TRACEBACK=1 to see where ...)"
+    rows = trials_of(tmp_path / "study")
+    assert [row["state"] for row in rows] == ["FAIL"] * min(trials, 3)
+    assert all(reason in row["error"] for row in rows)

@@ -16,8 +16,9 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         description="An Optuna study over the flags of `python main.py fit`: each trial is a run of the CLI with "
         "values drawn from --space, pruned on val/acc; the study keeps trials.csv, best.yaml (a config "
         "for `main.py fit --config`) and study.db in its folder, where the trials' runs log too.",
-        epilog="Any other flag (e.g. --trainer.max_epochs 3) is passed to every trial. The same command continues "
-        "a stopped study.",
+        epilog="Any other flag (e.g. --trainer.max_epochs 3) is passed to every trial. A trial that stops on a "
+        "mistake in its drawn values fails and the study goes on; the study ends if its first 3 trials all do. "
+        "The same command continues a stopped study.",
     )
     parser.add_argument("--config", action="append", required=True, help="a config of main.py fit; may be repeated")
     parser.add_argument(
@@ -26,7 +27,12 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         required=True,
         help="YAML of `<flag name>: {low: .., high: .., log: true}` or `{choices: [..]}` lines",
     )
-    parser.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="finished trials the study should have (default 20); each command tries the missing ones once",
+    )
     parser.add_argument("--study_dir", type=Path, help="the study's folder (default logs/search-<space file name>)")
     options, options.flags = parser.parse_known_args(argv)
     if options.trials < 1:

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -13,13 +14,31 @@ from project.cli import leaves
 from project.errors import UsageError, mistake_in
 from project.search.space import as_flags, check_settings, load_space, setting
 from project.search.summary import report, write_summary
-from project.search.trial import parse, run_trial
+from project.search.trial import parse, refusal, run_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# While no trial of the study has finished, this many of a command's trials stopping on a mistake end it.
+SHARED_AFTER = 3
 
 
 def search(options: Namespace, pruner: optuna.pruners.BasePruner | None = None) -> None:
-    """Run ``options.trials`` finished trials in ``options.study_dir``, counting those a previous call finished."""
+    """Run trials in ``options.study_dir`` until it holds ``options.trials`` finished ones, one try each.
+
+    A previous call's finished (complete or pruned) trials count; a failed trial takes its place in this
+    call's tries, and the same command runs another. Which mistakes end the study:
+
+    - Before any trial: a mistake in the space (a key that is not a setting, a bad range, a bound or a
+      choice the CLI refuses) or in the flags. One ``error:`` line.
+    - A trial that stops on a mistake (``mistake_in``: a ``UsageError``, a value the CLI refuses, ...)
+      is a FAIL in ``trials.csv``, its reason in the ``error`` column and printed, and the study goes
+      on: the mistake may be in that trial's values alone, e.g. a warmup longer than the run.
+    - Unless no trial of the study has finished and this call's first ``SHARED_AFTER`` trials (all of
+      them if it runs fewer) stopped on mistakes: nothing has worked, so the mistake is taken as one
+      every trial shares (in the config, the flags, or the space as a whole), and the study ends with
+      one ``error:`` line. Once a trial has finished, the config and the space are known to work and
+      a mistake is only ever its trial's.
+    - A bug (any other exception) ends the study with its traceback; an interruption ends it too.
+    """
     space = load_space(options.space)
     base = [arg for config in options.config for arg in ("--config", config)] + options.flags
     check_settings(space, list(leaves(parse(base))), options.space)
@@ -41,23 +60,46 @@ def search(options: Namespace, pruner: optuna.pruners.BasePruner | None = None) 
         "--trainer.logger.name",
         options.study_dir.name,
     ]
-    for _ in range(options.trials - sum(trial.state in FINISHED for trial in study.trials)):
+    attempts = options.trials - sum(trial.state in FINISHED for trial in study.trials)
+    mistakes = []  # the numbers of this command's trials that stopped on a mistake
+    for _ in range(attempts):
         trial = study.ask(space)
+        flags = as_flags(trial.params)
         try:
-            value = run_trial(trial, [*base, *as_flags(trial.params), *logger])
+            value = run_trial(trial, [*base, *flags, *logger])
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
         except BaseException as err:  # an interruption too: the trial is over, not running
-            study.tell(trial, state=TrialState.FAIL)
             mistake = mistake_in(err) if isinstance(err, Exception) else None
-            if mistake is not None:
-                raise UsageError(f"trial {trial.number} ({' '.join(as_flags(trial.params))}): {mistake}") from err
-            raise
+            if mistake is None:  # a bug (with its traceback) or an interruption ends the study
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            error = " ".join(str(mistake).split())  # one line
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=TrialState.FAIL)
+            mistakes.append(trial.number)
+            reason = f"trial {trial.number} ({' '.join(flags)}): {error}"
+            if len(mistakes) == min(SHARED_AFTER, attempts) and not _any_finished(study):
+                raise UsageError(_shared(mistakes, reason, options.study_dir)) from err
+            print(f"failed, the study goes on: {reason}", file=sys.stderr)
         else:
             study.tell(trial, value)
         finally:
             write_summary(study, options.study_dir)
     report(study, options.study_dir)
+
+
+def _any_finished(study: optuna.Study) -> bool:
+    return any(trial.state in FINISHED for trial in study.trials)
+
+
+def _shared(numbers: list[int], reason: str, folder: Path) -> str:
+    if len(numbers) == 1:
+        return reason
+    return (
+        f"trials {numbers[0]}-{numbers[-1]} all stopped on a mistake and none has finished, as if every trial would: "
+        f"{reason} (each one's reason is in {folder / 'trials.csv'}; if only some values of the space fail, narrow it)"
+    )
 
 
 def _check_values(space: dict[str, BaseDistribution], base: list[str], path: Path) -> None:
@@ -76,7 +118,7 @@ def _check_values(space: dict[str, BaseDistribution], base: list[str], path: Pat
             with contextlib.redirect_stderr(printed):
                 parse([*base, *as_flags(params)])
         except SystemExit:
-            reason = (printed.getvalue().splitlines() or ["refused"])[0].removeprefix("error: ")
+            reason = refusal(printed.getvalue())
             raise UsageError(f"--space {path}: the CLI refuses a value of the space: {reason}") from None
 
 

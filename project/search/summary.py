@@ -13,7 +13,7 @@ def write_summary(study: optuna.Study, folder: Path) -> None:
     keys = list(dict.fromkeys(key for trial in study.trials for key in trial.params))
     with open(folder / "trials.csv", "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["number", "state", "val/acc", *keys, "run_dir"])
+        writer.writerow(["number", "state", "val/acc", *keys, "run_dir", "error"])
         for trial in study.trials:
             writer.writerow(
                 [
@@ -22,6 +22,7 @@ def write_summary(study: optuna.Study, folder: Path) -> None:
                     "" if trial.value is None else trial.value,
                     *(trial.params.get(key, "") for key in keys),
                     trial.user_attrs.get("run_dir", ""),
+                    trial.user_attrs.get("error", ""),  # why a trial stopped on a mistake
                 ]
             )
     best = _best(study)

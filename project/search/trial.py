@@ -1,5 +1,8 @@
 """A trial is a run of the project's own CLI: ``main.py fit`` with the trial's values as flags."""
 
+import contextlib
+import io
+import sys
 import warnings
 
 import optuna
@@ -29,6 +32,19 @@ class TrialCLI(CLI):
             )
         self.trainer.callbacks.append(self.report)
 
+    def parse_arguments(self, parser, args) -> None:
+        # A drawn value the parser refuses is this trial's mistake, not the end of the search: the parser
+        # prints its error line and exits, and that line becomes a UsageError.
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(printed):
+                super().parse_arguments(parser, args)
+        except SystemExit as stop:
+            if stop.code in (0, None):
+                raise
+            raise UsageError(refusal(printed.getvalue())) from None
+        sys.stderr.write(printed.getvalue())  # the parser's warnings, if any
+
 
 class ParseOnly(CLI):
     """The project's CLI parser alone: reads a command line as ``main.py fit`` would, and builds nothing."""
@@ -43,6 +59,12 @@ class ParseOnly(CLI):
 def parse(args: list[str]):
     """The full config that ``main.py fit ARGS`` would run (``args`` without ``fit``)."""
     return ParseOnly(args=args, run=False).config
+
+
+def refusal(printed: str) -> str:
+    """The reason in the parser's printed ``error: <setting>: <reason>`` line."""
+    errors = [line.removeprefix("error: ") for line in printed.splitlines() if line.startswith("error: ")]
+    return errors[0] if errors else "the CLI refused the values"
 
 
 def run_trial(trial: optuna.Trial, args: list[str]) -> float:
