@@ -1,7 +1,12 @@
 """A trained checkpoint as one file that runs without this project or Lightning (project/models/deployable.py):
-`python -m project.export --config <run>/config.yaml --ckpt_path <checkpoint> --output model.pt2 [--onnx m.onnx]`."""
+`python -m project.export --config <run>/config.yaml --ckpt_path <checkpoint> --output model.pt2 [--onnx m.onnx]`.
+
+Each file carries its contract, what a client needs besides the model (``contract()``): one JSON object, in the
+``.pt2`` archive as the extra file ``contract.json`` and in the ONNX model's ``metadata_props`` under the key
+``contract``."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -15,6 +20,8 @@ from project.models.deployable import DeployableClassifier
 
 ONNX_PACKAGES = ("onnx", "onnxscript")  # torch.onnx.export writes through both
 ANY_BATCH_SIZE = ({0: torch.export.Dim("batch")},)  # the input's first dimension; height and width stay fixed
+CONTRACT_FILE = "contract.json"  # the .pt2's extra file: torch.export.load(path, extra_files={CONTRACT_FILE: ""})
+CONTRACT_KEY = "contract"  # the ONNX metadata key: onnxruntime's session.get_modelmeta().custom_metadata_map
 
 
 class ExportCLI(CLI):
@@ -71,7 +78,8 @@ class ExportCLI(CLI):
         self._check_checkpoint_arguments("export", self.config)
 
     def export(self) -> None:
-        """Write ``--output`` (and ``--onnx``): the checkpoint's model behind the data's normalization."""
+        """Write ``--output`` (and ``--onnx``): the checkpoint's model behind the data's normalization, each with
+        its contract (class names, input, preprocessing); both are printed."""
         model, data, config = self.model, self.datamodule, self.config
         if not isinstance(data, InMemoryImageDataModule):
             raise UsageError(
@@ -82,28 +90,72 @@ class ExportCLI(CLI):
         check_checkpoint_fits(model, Path(config.ckpt_path), config.weights_only)
         saved = torch.load(config.ckpt_path, map_location="cpu", weights_only=config.weights_only)
         model.load_state_dict(saved["state_dict"])
+        # A pretrained network's normalization (and unset image sizes) before the data is decoded and set up.
+        self.connect_data_to_network()
         data.prepare_data()  # as the Trainer would: an image folder decodes its splits into its cache here
         data.setup("predict")  # the training set's per-channel mean and std
-        classifier = DeployableClassifier(model, data.mean, data.std, getattr(model, "tta_level", 0))
+        tta_level = getattr(model, "tta_level", 0)
+        classifier = DeployableClassifier(model, data.mean, data.std, tta_level)
         classifier.eval().requires_grad_(False)  # BatchNorm's running statistics; outputs without autograd history
-        # Traced at the training images' size; any batch size runs. Zeros: the artifact keeps its example inputs.
-        example = torch.zeros(2, *data.splits["train"][0].shape[1:], dtype=torch.uint8)
+        # Traced at the size the network sees in evaluation and predict (an image folder's stored squares are
+        # center-cropped to crop_size first); any batch size runs. Zeros: the artifact keeps its example inputs.
+        channels, *size = data.splits["train"][0].shape[1:]
+        example = torch.zeros(2, channels, *([data.crop_size] * 2 if data.crop_size else size), dtype=torch.uint8)
+        terms = contract(data, tuple(example.shape[1:]), tta_level)
         signature = (
             f"uint8 images (N, {', '.join(map(str, example.shape[1:]))}) -> class probabilities (N, {data.num_classes})"
         )
-        write_program(classifier, example, Path(config.output))
+        write_program(classifier, example, Path(config.output), terms)
         print(f"wrote {config.output}: {signature}; load it with torch.export.load(path).module()")
         if config.onnx is not None:
-            write_onnx(classifier, example, Path(config.onnx))
+            write_onnx(classifier, example, Path(config.onnx), terms)
             print(f"wrote {config.onnx}: {signature}, input 'images', output 'probabilities'")
+        print(f"class names: {json.dumps(terms['class_names'])}")
+        print(f"preprocessing: {describe_preprocessing(terms)}")
+        trained = (saved.get("hyper_parameters") or {}).get("tta_level", tta_level)
+        if trained != tta_level:  # main.py predict takes the model's settings from the checkpoint
+            print(f"note: exported with tta_level {tta_level}; main.py predict with this checkpoint uses {trained}")
+        where = f"{config.output}'s extra file {CONTRACT_FILE}"
+        where += f" and {config.onnx}'s metadata key {CONTRACT_KEY!r}" if config.onnx is not None else ""
+        print(f"contract ({where}): {json.dumps(terms)}")
 
 
-def write_program(classifier: nn.Module, example: Tensor, path: Path) -> None:
+def contract(data: InMemoryImageDataModule, input_shape: tuple[int, ...], tta_level: int) -> dict:
+    """What a client of the exported model needs besides it, as one JSON-able dict: ``class_names`` (output
+    column ``i`` is ``class_names[i]``), the ``input`` and its ``input_size`` ``[H, W]``, and where the data has
+    ``preprocessing`` (an image folder) how image files become that input: the short side resized to ``resize``
+    with ``interpolation`` and the centre ``crop`` square taken. Then ``tta_level`` (averaged inside) and the
+    ``output``. Normalization is inside the model: the client passes uint8 pixels."""
+    channels, height, width = input_shape
+    pixels = "RGB" if channels == 3 else f"{channels}-channel"
+    terms = {
+        "class_names": [str(name) for name in data.class_names],
+        "input": f"uint8 {pixels} (N, {channels}, {height}, {width}), 0-255",
+        "input_size": [height, width],
+    }
+    terms.update(getattr(data, "preprocessing", None) or {})
+    terms["tta_level"] = tta_level
+    terms["output"] = f"float32 class probabilities (N, {data.num_classes}), column i is class_names[i]"
+    return terms
+
+
+def describe_preprocessing(terms: dict) -> str:
+    height, width = terms["input_size"]
+    if "resize" not in terms:
+        return f"images already at {height}x{width}, passed as {terms['input']}; tta_level {terms['tta_level']}"
+    return (
+        f"resize the short side to {terms['resize']} ({terms['interpolation']}), take the centre "
+        f"{terms['crop']}x{terms['crop']} square, pass {terms['input']}; tta_level {terms['tta_level']}"
+    )
+
+
+def write_program(classifier: nn.Module, example: Tensor, path: Path, terms: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(torch.export.export(classifier, (example,), dynamic_shapes=ANY_BATCH_SIZE), path)
+    program = torch.export.export(classifier, (example,), dynamic_shapes=ANY_BATCH_SIZE)
+    torch.export.save(program, path, extra_files={CONTRACT_FILE: json.dumps(terms)})
 
 
-def write_onnx(classifier: nn.Module, example: Tensor, path: Path) -> None:
+def write_onnx(classifier: nn.Module, example: Tensor, path: Path, terms: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One file (weights inside): these networks are far below ONNX's 2 GB limit for that.
     torch.onnx.export(
@@ -117,6 +169,12 @@ def write_onnx(classifier: nn.Module, example: Tensor, path: Path) -> None:
         dynamic_shapes=ANY_BATCH_SIZE,
         external_data=False,
     )
+    import onnx  # installed with --onnx's packages (checked before anything is built)
+
+    model = onnx.load(path)
+    props = {prop.key: prop.value for prop in model.metadata_props}  # the exporter's own, if any, are kept
+    onnx.helper.set_model_props(model, {**props, CONTRACT_KEY: json.dumps(terms)})
+    onnx.save(model, path)
 
 
 def main() -> None:
