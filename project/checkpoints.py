@@ -3,6 +3,7 @@ which run directory a resume continues, which configured values the checkpoint's
 a checkpoint reaches the disk."""
 
 import os
+import pickle
 import sys
 import warnings
 import zipfile
@@ -16,30 +17,66 @@ from torch import nn
 
 from project.errors import UsageError
 
+LIGHTNING_KEYS = ("state_dict", "global_step", "pytorch-lightning_version")  # in every checkpoint Lightning writes
 
-def check_checkpoint_file(path: Path) -> None:
-    """Raise a one-line error unless ``path`` is a whole checkpoint file, before anything loads it."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--ckpt_path {path}: no such file. A run's checkpoints are in "
-            "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt"
-        )
+
+def check_checkpoint_file(path: Path, weights_only: bool = True) -> None:
+    """Raise a one-line error unless ``path`` is a whole Lightning checkpoint file, before anything loads it."""
+    _require_file(path)
+    not_a_checkpoint = UsageError(
+        f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
+        "pass a .ckpt file from a run's checkpoints/ folder"
+    )
     if not zipfile.is_zipfile(path):
-        raise UsageError(
-            f"--ckpt_path {path} is not a checkpoint (a file written by torch.save); "
-            "pass a .ckpt file from a run's checkpoints/ folder"
-        )
+        raise not_a_checkpoint
     # torch.load does not check the zip container's CRCs: damaged bytes would load as wrong weights.
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
+            pickled = any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
     except (zipfile.BadZipFile, EOFError) as err:
-        damaged = f"its container ({err})"
+        damaged, pickled = f"its container ({err})", True
     if damaged:
         raise UsageError(
             f"--ckpt_path {path} is damaged ({damaged} fails its checksum): a partial copy or a disk "
             "error? Nothing was loaded; use another checkpoint of the run"
         )
+    if not pickled:  # another kind of zip file
+        raise not_a_checkpoint
+    # Its top level only: mmap leaves the tensors on the disk.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    missing = [key for key in LIGHTNING_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise UsageError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (it has no {', '.join(missing)}: weights saved by "
+            f"torch.save(model.state_dict())?); to start a new run from these weights, pass --model.init_weights "
+            f"{path} instead"
+        )
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {path}: no such file. A run's checkpoints are in "
+            "logs/<name>/<version>/checkpoints/; `--ckpt_path last` picks the newest last.ckpt"
+        )
+
+
+def run_config(checkpoint: Path) -> Path:
+    """The ``config.yaml`` of the run that wrote ``checkpoint`` (``<run>/checkpoints/<file>``): the config a
+    command takes when it is given the checkpoint and no ``--config``."""
+    _require_file(checkpoint)
+    config = checkpoint.absolute().parent.parent / "config.yaml"
+    if not config.is_file():
+        try:
+            check_checkpoint_file(checkpoint)  # a file that is no checkpoint at all says so first
+        except pickle.UnpicklingError:
+            pass  # a checkpoint, whose objects --weights_only false may load
+        raise FileNotFoundError(
+            f"--ckpt_path {checkpoint} without --config: its run directory has no config.yaml ({config}) to "
+            "take the run's settings from; pass --config with the run's config.yaml or the config it was trained with"
+        )
+    return config
 
 
 def runs_root(logger_args: dict) -> Path:

@@ -1,5 +1,7 @@
 """The one place that knows data, model, optimizer, scheduler and trainer: LightningCLI and its defaults."""
 
+import importlib
+import inspect
 import os
 import pickle
 import re
@@ -22,6 +24,7 @@ from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.hparams_metric import HparamsMetric
 from project.callbacks.lookahead import Lookahead  # noqa: F401
 from project.callbacks.prediction_writer import PredictionWriter
+from project.callbacks.run_directory import RunDirectory
 from project.callbacks.tensorboard_pictures import TensorBoardPictures
 from project.callbacks.throughput import images_in_batch
 from project.checkpoints import (
@@ -42,6 +45,7 @@ from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.errors import UsageError, mistakes_as_one_line
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
+from project.networks.pretrained import TimmNet, TorchvisionNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
 
@@ -175,7 +179,18 @@ class CLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # unless a plugin of the config says otherwise
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # Built now, before the trainer creates its run directory: it tells one this process created.
+        self._run_directory = RunDirectory(trainer.logger)
+        trainer.callbacks.append(self._run_directory)
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # After Lightning has closed the logger: a run that failed before its first step leaves no directory.
+            self._run_directory.remove_if_unused(self.trainer)
+            raise
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         command_line = sys.argv[1:] if args is None else args
@@ -196,6 +211,8 @@ class CLI(LightningCLI):
                     "for the newest run of the config's logger name"
                 )
             _resolve_data_paths(config)
+            if self.config.subcommand == "fit" and isinstance(command_line, list):
+                _warn_inherited_settings(command_line, config.model)
             self._check_checkpoint_arguments(self.config.subcommand, config)
             self._model_as_given = leaves(config.model)
 
@@ -365,6 +382,52 @@ def _resolve_data_paths(config) -> None:
     logger_args = getattr(config.trainer.logger, "init_args", None)
     if init_args.get("root") and logger_args is not None and logger_args.get("name") == DEFAULT_RUN_NAME:
         logger_args["name"] = Path(init_args["root"]).name
+
+
+def _warn_inherited_settings(command_line: list[str], model) -> None:
+    """One line where a recipe's values meet a class they were not chosen for: an optimizer class switched on the
+    command line keeps the config's values for the settings both classes have (jsonargparse carries them over),
+    and MuonSGD's LRs are tuned to ConvNet's head and logit scale."""
+    init_args = getattr(model, "init_args", None)
+    if init_args is None:
+        return
+    optimizer = init_args.get("optimizer")
+    switched = [value for flag, value in _flag_values(command_line) if flag == "--model.optimizer"]
+    if switched and getattr(optimizer, "class_path", None) and not switched[-1].lstrip().startswith("{"):
+        given = {flag.split(".")[-1] for flag, _ in _flag_values(command_line) if flag.startswith("--model.optimizer.")}
+        defaults = _defaults(optimizer.class_path)
+        kept = {
+            key: value
+            for key, value in (optimizer.get("init_args") or {}).items()
+            if key not in given and key in defaults and value != defaults[key]
+        }
+        if kept:
+            values = ", ".join(f"{key} {value}" for key, value in kept.items())
+            warnings.warn(
+                f"--model.optimizer {switched[-1]} keeps the config's {values} (set for its former optimizer); "
+                f"give them for the new one (e.g. --model.optimizer.lr), or start from a config made for it"
+            )
+    network = init_args.get("network")  # a class's Namespace, or a function (torchvision.models.resnet18)
+    network = getattr(network, "class_path", None) or getattr(network, "__qualname__", "")
+    if getattr(optimizer, "class_path", "").endswith("MuonSGD") and network and not network.endswith(".ConvNet"):
+        warnings.warn(
+            f"MuonSGD's settings in this config are tuned to ConvNet's head, not to {network.rsplit('.', 1)[-1]}: "
+            "expect it to train poorly or diverge; for another network start from configs/images.yaml"
+        )
+
+
+def _flag_values(command_line: list[str]) -> list[tuple[str, str]]:
+    pairs = [tuple(arg.split("=", 1)) for arg in command_line if arg.startswith("--") and "=" in arg]
+    return pairs + [(flag, value) for flag, value in zip(command_line, command_line[1:]) if flag.startswith("--")]
+
+
+def _defaults(class_path: str) -> dict:
+    module, _, name = class_path.rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def leaves(namespace) -> dict:

@@ -280,6 +280,22 @@ def test_a_damaged_checkpoint_is_refused_before_anything_loads(trained, monkeypa
     assert code != 0 and f"--ckpt_path {damaged} is damaged" in stderr and "fails its checksum" in stderr
 
 
+@pytest.mark.parametrize("config", [FIT[1:3], []])  # without --config, the run's config.yaml is looked for after
+def test_a_plain_state_dict_is_not_a_lightning_checkpoint(tmp_path, monkeypatch, capsys, config):
+    torch.save({"network.head.weight": torch.zeros(10, 32)}, tmp_path / "weights.pt")  # torch.save(model.state_dict())
+    code, stderr = run_cli(["fit", *config, *FIT[3:], "--ckpt_path", "weights.pt"], tmp_path, monkeypatch, capsys)
+    assert code != 0 and "--ckpt_path weights.pt is not a Lightning checkpoint" in stderr
+    assert "pass --model.init_weights weights.pt instead" in stderr
+
+
+def test_a_checkpoint_without_its_runs_config_needs_config(tmp_path, monkeypatch, capsys):
+    checkpoint = {"state_dict": {}, "global_step": 0, "pytorch-lightning_version": "2.6.0"}
+    torch.save(checkpoint, tmp_path / "copied.ckpt")  # a copy, away from its run's config.yaml
+    code, stderr = run_cli(["test", *QUIET, "--ckpt_path", "copied.ckpt"], tmp_path, monkeypatch, capsys)
+    assert code != 0 and "--ckpt_path copied.ckpt without --config: its run directory has no config.yaml" in stderr
+    assert "pass --config" in stderr
+
+
 def test_a_checkpoint_that_would_run_code_is_not_loaded(tmp_path, monkeypatch, capsys):
     torch.save({"state_dict": {}, "payload": Image.new("RGB", (1, 1))}, tmp_path / "downloaded.ckpt")  # any class
     code, stderr = run_cli([*FIT, "--ckpt_path", "downloaded.ckpt"], tmp_path, monkeypatch, capsys)

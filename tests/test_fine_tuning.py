@@ -19,11 +19,15 @@ from test_trainer_lr import RecordLR
 LR = 0.01
 
 
-def fit(callbacks=(), max_epochs=2, num_classes=10, widths=(8, 8), **model_args):
+class PretrainedConvNet(ConvNet):
+    pretrained = True  # as TorchvisionNet says of a body that starts from trained weights
+
+
+def fit(callbacks=(), max_epochs=2, num_classes=10, widths=(8, 8), network=ConvNet, **model_args):
     torch.manual_seed(0)
     model_args.setdefault("scheduler", partial(WarmupCosine, warmup_fraction=0.25, min_lr_ratio=0.1))
     model = ImageClassifier(
-        network=partial(ConvNet, widths=widths),
+        network=partial(network, widths=widths),
         num_classes=num_classes,
         optimizer=partial(torch.optim.AdamW, lr=LR),
         **model_args,
@@ -45,7 +49,7 @@ def fit(callbacks=(), max_epochs=2, num_classes=10, widths=(8, 8), **model_args)
 
 
 def test_warmup_fraction_and_a_slower_body_follow_the_closed_form_at_every_step():
-    model, trainer, record = fit(body_lr_scale=0.1)
+    model, trainer, record = fit(body_lr_scale=0.1, network=PretrainedConvNet)
     total = trainer.estimated_stepping_batches
     assert total == 12 and trainer.lr_scheduler_configs[0].scheduler.warmup_steps == 3  # round(0.25 * 12)
     optimizer = trainer.optimizers[0]
@@ -56,6 +60,9 @@ def test_warmup_fraction_and_a_slower_body_follow_the_closed_form_at_every_step(
     for step, lrs in enumerate(record.lrs):
         expected = [scale * expected_lr(step, LR, 3, total, floor_ratio=0.1) for scale in scales]
         assert lrs == pytest.approx(expected, abs=1e-12)
+    # A network trained from scratch has no trained body to spare: every group at the full LR.
+    _, _, record = fit(body_lr_scale=0.1, max_epochs=1)
+    assert record.lrs[5] == pytest.approx([expected_lr(5, LR, 2, 6, floor_ratio=0.1)] * 2, abs=1e-12)
 
 
 def test_warmup_fraction_or_steps_not_both():

@@ -64,7 +64,7 @@ def test_hparams_tab_holds_the_hyperparameters_and_the_final_accuracy(run):
     run_dir, events = run
     content = events.PluginTagToContent("hparams")
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert [metric.name.tag for metric in experiment.metric_infos] == ["hp_metric"]
+    assert [metric.name.tag for metric in experiment.metric_infos] == ["hp_metric", "test/acc"]
     hparams = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
     assert hparams["optimizer/init_args/lr"].number_value == 0.01
     assert hparams["scheduler/init_args/warmup_steps"].number_value == 2

@@ -17,7 +17,7 @@ class Checkpoint(ModelCheckpoint):
     weights in ``last.ckpt``, and ``--ckpt_path last`` would resume or evaluate them without a word.
     Here ``last.ckpt`` is also written at the end of every training epoch, at the step where a run
     stops mid-epoch, and when training ends, unless this step is already saved. (A signal saves it
-    too: ``GracefulStop``.)
+    too: ``GracefulStop``.) A ``fast_dev_run`` saves nothing.
 
     A ``monitor`` that no one logs (a typo) gets a warning at the first training step if neither the
     sanity check nor that step logged it, and stops the run with one error line at the end of the
@@ -62,6 +62,10 @@ class Checkpoint(ModelCheckpoint):
         self._save_last_unless_saved(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:
+            # A dry run saves nothing (Lightning's other saves check this): Lightning 2.6's on_train_end would
+            # write last.ckpt, and into ./checkpoints/, as fast_dev_run replaces the run's logger by a DummyLogger.
+            return
         super().on_train_end(trainer, pl_module)
         self._save_last_unless_saved(trainer)
 

@@ -29,8 +29,8 @@ class GracefulStop(Callback):
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling: stop at the next batch boundary
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException):
-            return  # a failure: keep the last good checkpoint rather than save this state
+        if not isinstance(exception, SIGTERMException) or trainer.fast_dev_run:
+            return  # a failure: keep the last good checkpoint rather than save this state; a dry run saves nothing
         directory = Path(trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else trainer.log_dir or ".")
         path = directory / "last.ckpt"
         trainer.save_checkpoint(path)

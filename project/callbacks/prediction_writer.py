@@ -17,7 +17,7 @@ class PredictionWriter(BasePredictionWriter):
     ``true`` are class names from the datamodule's ``class_names`` (else label numbers); ``true`` is
     empty for unlabeled images. Expects ``predict_step`` to return ``{"label", "probability",
     "target"}`` per batch (target -1: no label). Under DDP every rank predicts the whole predict set
-    (the in-memory datamodules do not shard it) and rank 0 writes the file.
+    (the in-memory datamodules do not shard it) and rank 0 writes the file. A ``fast_dev_run`` writes none.
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
@@ -27,7 +27,7 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or trainer.fast_dev_run:  # a dry run writes nothing
             return
         data = trainer.datamodule
         names = getattr(data, "class_names", None)

@@ -44,7 +44,10 @@ class TensorBoardPictures(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         logger = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
         if logger is None:
-            warnings.warn("TensorBoardPictures draws into a TensorBoardLogger and the trainer has none: no pictures")
+            if not trainer.fast_dev_run:  # a dry run logs nothing anyway
+                warnings.warn(
+                    "TensorBoardPictures draws into a TensorBoardLogger and the trainer has none: no pictures"
+                )
         elif trainer.is_global_zero:
             self.writer = logger.experiment
 

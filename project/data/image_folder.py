@@ -77,7 +77,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         random_crop_scale: tuple[float, float] | None = None,
         cache_dir: str = "data/cache",
         batch_size: int = 512,
-        val_size: int | float = 5000,
+        val_size: int | float = 0.1,
         test_size: int | float = 0.1,
         split_seed: int = 0,
         splits: str | None = None,

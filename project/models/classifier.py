@@ -35,8 +35,9 @@ class ImageClassifier(LightningModule):
         label_smoothing: Of the cross-entropy loss; airbench94 uses 0.2.
         bias_lr_scale: LR multiplier for biases and norm weights; airbench94 gives BatchNorm biases 64.
         bias_weight_decay: Decay biases and norm weights too, as strongly per step as the weights.
-        body_lr_scale: LR multiplier for the network's parameters outside its ``head``: below 1, a pretrained
-            body changes less than the new head (fine-tuning).
+        body_lr_scale: LR multiplier for the network's parameters outside its ``head`` when they start trained
+            (a network with ``pretrained`` true, or ``init_weights``): below 1, the body changes less than the new
+            head (fine-tuning). A network trained from scratch trains at the full LR throughout.
         init_weights: Start from these weights: a run's checkpoint or a saved state dict (``load_init_weights``);
             a head of another shape is initialized anew. A new run: new optimizer, schedule and run directory.
         tta_level: Test-time augmentation for test and predict: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
@@ -128,8 +129,10 @@ class ImageClassifier(LightningModule):
         return {"label": label, "probability": probability, "target": targets}  # target -1: unlabeled
 
     def configure_optimizers(self):
+        trained_body = self.init_weights is not None or getattr(self.network, "pretrained", False)
+        body_lr_scale = self.body_lr_scale if trained_body else 1.0
         return configure_optimizers(
-            self, self.optimizer, self.scheduler, self.bias_lr_scale, self.bias_weight_decay, self.body_lr_scale
+            self, self.optimizer, self.scheduler, self.bias_lr_scale, self.bias_weight_decay, body_lr_scale
         )
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:

@@ -49,6 +49,8 @@ class TorchvisionNet(nn.Module):
 
     def __init__(self, num_classes: int, name: str = "resnet50", weights: str | None = "DEFAULT") -> None:
         super().__init__()
+        # jsonargparse 4.53 hands a nested command-line null (--model.network.weights null) over as the text "None".
+        weights = None if weights in ("None", "null") else weights
         models = torchvision.models
         known = models.list_models(module=models)
         _check_known(name, known, "torchvision.models.list_models(module=torchvision.models)")
@@ -70,6 +72,7 @@ class TorchvisionNet(nn.Module):
         self.preprocessing = _torchvision_preprocessing(named or getattr(weights_enum, "DEFAULT", None), model)
         self.body, in_features = _split_classifier(model, name)
         self.head = nn.Linear(in_features, num_classes)
+        self.pretrained = weights is not None  # a trained body: fine-tuning gives it a lower LR than the head
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.body(images))
@@ -128,6 +131,7 @@ class TimmNet(nn.Module):
         }
         self.body = body
         self.head = nn.Linear(getattr(body, "head_hidden_size", None) or body.num_features, num_classes)
+        self.pretrained = pretrained is not False
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.body(images))

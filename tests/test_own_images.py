@@ -1,0 +1,97 @@
+"""A new user's whole path on their own photos: a folder of class folders (odd sizes, a sideways phone photo,
+CMYK, 16-bit), fine-tuned from "pretrained" weights with configs/images.yaml, then test and predict."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import REPO, run_in_process
+
+IMAGES = str(REPO / "configs" / "images.yaml")
+COLOURS = {"apple": (200, 40, 40), "leaf": (40, 180, 60), "sea": (30, 60, 200), "sand": (220, 200, 120)}
+QUICK = ["--data.image_size", "48", "--data.batch_size", "8", "--trainer.max_epochs", "2"]
+QUICK += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def photo(colour, size, rng):
+    noise = rng.normal(0, 25, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8))
+
+
+def write_photos(root, rng, per_class=10):
+    """Class folders only, each image of its own size between 40x30 and 96x72, and the awkward kinds."""
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            size = (int(rng.integers(40, 97)), int(rng.integers(30, 73)))
+            photo(colour, size, rng).save(root / name / f"{i}.{'jpg' if i % 2 else 'png'}")
+    # A phone photo stored sideways, with the EXIF tag that turns it upright (6: rotate 90 clockwise).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo(COLOURS["apple"], (60, 80), rng).save(root / "apple" / "phone.jpg", exif=exif)
+    photo(COLOURS["leaf"], (64, 48), rng).convert("CMYK").save(root / "leaf" / "cmyk.jpg")
+    sixteen = np.array(photo(COLOURS["sand"], (50, 40), rng).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(sixteen).save(root / "sand" / "sixteen.png")  # a 16-bit grey PNG (mode I;16)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One `main.py fit --config configs/images.yaml --data.root photos` with "pretrained" ResNet-18 weights
+    (a random state dict in torch hub's cache: no download), in its own directory."""
+    work = tmp_path_factory.mktemp("own")
+    rng = np.random.default_rng(0)
+    write_photos(work / "photos", rng)
+    new = work / "new" / "day1"
+    new.mkdir(parents=True)
+    for i, colour in enumerate(COLOURS.values()):
+        photo(colour, (70 + i, 50), rng).save(new / f"{i}.jpg")
+    torch.manual_seed(0)
+    pretrained = torchvision.models.resnet18().state_dict()
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cache = work / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(pretrained, cache / os.path.basename(weights.url))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(work)
+        monkeypatch.setenv("TORCH_HOME", str(work / "torch"))
+        run_in_process(monkeypatch, "fit", "--config", IMAGES, "--data.root", "photos",
+                       "--model.network.name", "resnet18", *QUICK)  # fmt: skip
+    return work, pretrained
+
+
+def test_images_yaml_fine_tunes_a_pretrained_body_on_a_folder_of_photos(fitted):
+    work, pretrained = fitted
+    run = work / "logs" / "photos" / "version_0"  # named after the folder
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "splits.csv").is_file()
+    with open(run / "splits.csv", newline="") as file:
+        splits = {row["image"]: row["split"] for row in csv.DictReader(file)}
+    assert len(splits) == 43 and {"apple/phone.jpg", "leaf/cmyk.jpg", "sand/sixteen.png"} <= set(splits)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    # The body started from the file and moved little (body LR 10x lower); the head is new, with 4 outputs.
+    body = state["network.body.layer1.0.conv1.weight"]
+    assert torch.allclose(body, pretrained["layer1.0.conv1.weight"], atol=0.01)
+    assert not torch.allclose(body, torchvision.models.resnet18().state_dict()["layer1.0.conv1.weight"], atol=0.01)
+    assert state["network.head.weight"].shape == (4, 512)
+    config = (run / "config.yaml").read_text()
+    assert "image_size: 48" in config and "crop_fraction: 0.875" in config  # 224 of 256 (resnet18's weights)
+
+
+def test_test_and_predict_on_new_photos_from_the_runs_config(fitted, monkeypatch):
+    work, _ = fitted
+    run = work / "logs" / "photos" / "version_0"
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TORCH_HOME", str(work / "torch"))
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    run_in_process(monkeypatch, "predict", "--config", str(run / "config.yaml"), "--ckpt_path", checkpoint,
+                   "--data.predict_dir", "new")  # fmt: skip
+    [predictions] = (work / "logs" / "photos").glob("version_*/predictions.csv")
+    with open(predictions, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["image"] for row in rows] == [f"day1/{i}.jpg" for i in range(4)]
+    assert all(row["predicted"] in COLOURS and row["true"] == "" for row in rows)
