@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
-from conftest import REPO, SYNTHETIC
+from conftest import REPO, SYNTHETIC, run_in_process, write_image_folder
 from project.cli import CLI
 from project.optim.configure import configure_optimizers
 from project.optim.warmup_cosine import WarmupCosine
@@ -127,9 +127,17 @@ def test_the_number_of_classes_comes_from_the_data():
 RECIPES = sorted(str(p) for p in (REPO / "configs").glob("*.yaml") if p.name != "ddp.yaml")  # ddp.yaml is a preset
 
 
+def needs(config: str) -> list[str]:
+    """What a recipe needs besides itself: images.yaml a folder of images (and, offline, no weights to fetch)."""
+    if Path(config).name != "images.yaml":
+        return []
+    root = write_image_folder(Path.cwd() / "photos", splits=("train",))
+    return ["--data.root", str(root), "--model.network.weights", "null"]
+
+
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: Path(p).name)
 def test_every_config_parses_and_instantiates(config):
-    cli = CLI(args=["--config", config], run=False)
+    cli = CLI(args=["--config", config, *needs(config)], run=False)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
     assert cli.model.scheduler is not None
 
@@ -146,6 +154,7 @@ def test_the_ddp_preset_composes_with_every_recipe(config):
             "cpu",
             "--trainer.devices",
             "2",
+            *needs(config),
         ],
         run=False,
     )
@@ -251,3 +260,22 @@ def test_a_torchvision_model_plugs_in_by_name_and_trains_from_scratch_offline():
     assert isinstance(network, torchvision.models.ResNet) and network.fc.out_features == 10
     cli.trainer.fit(cli.model, cli.datamodule)  # no weights asked for: nothing to download
     assert cli.trainer.global_step == 2
+
+
+CIFAR = str(REPO / "configs" / "cifar.yaml")
+ONE_STEP = ["--data", "SyntheticDataModule", "--data.batch_size", "16", "--trainer.fast_dev_run", "true"]
+
+
+def test_an_optimizer_switched_on_the_command_line_says_which_values_it_keeps(monkeypatch):
+    small = ["--model.network.widths", "[8,8]", *ONE_STEP]
+    with pytest.warns(UserWarning, match=r"--model.optimizer AdamW keeps the config's lr 1.66, weight_decay 0.0024 "):
+        run_in_process(monkeypatch, "fit", "--config", CIFAR, "--model.optimizer", "AdamW", *small)
+    with pytest.warns(UserWarning, match=r"--model.optimizer AdamW keeps the config's weight_decay 0.0024 \("):
+        run_in_process(monkeypatch, "fit", "--config", CIFAR, "--model.optimizer", "AdamW",
+                       "--model.optimizer.lr", "1e-3", *small)  # fmt: skip
+
+
+def test_muonsgds_recipe_on_another_network_is_one_warning(monkeypatch):
+    network = ["--model.network", "TorchvisionNet", "--model.network.name", "resnet18"]
+    with pytest.warns(UserWarning, match="MuonSGD's settings in this config are tuned to ConvNet's head, not to "):
+        run_in_process(monkeypatch, "fit", "--config", CIFAR, *network, "--model.network.weights", "null", *ONE_STEP)

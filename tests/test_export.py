@@ -183,6 +183,23 @@ def readme_client() -> str:
     return client
 
 
+def run_readme_client(model: Path, images: list[str], cwd: Path, tmp_path: Path) -> list[list[str]]:
+    """The README's client as a script, with torch, Lightning and this project blocked: ``[image, class, p]`` each."""
+    (tmp_path / "client.py").write_text(readme_client())
+    blocked = "import runpy, sys; sys.modules.update(dict.fromkeys(['torch', 'pytorch_lightning', 'project']))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{blocked}; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+        + [str(tmp_path / "client.py"), str(model), *images],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [line.split(" ") for line in result.stdout.splitlines()]
+
+
 @pytest.fixture(scope="module")
 def image_folder_run(tmp_path_factory):
     """A tiny run on an image folder with TTA level 2 (``main.py fit``), its ``main.py predict`` over a folder of
@@ -252,20 +269,8 @@ def test_the_readme_client_gives_predicts_predictions_on_every_image(image_folde
     """The README's client, run as a script with torch, Lightning and this project blocked, over the new images."""
     predictions = image_folder_run["predictions"]
     assert len(predictions) == 7 and all(row["true"] == "" for row in predictions)
-    (tmp_path / "client.py").write_text(readme_client())
-    blocked = "import runpy, sys; sys.modules.update(dict.fromkeys(['torch', 'pytorch_lightning', 'project']))"
-    result = subprocess.run(
-        [sys.executable, "-c", f"{blocked}; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
-        + [str(tmp_path / "client.py"), str(image_folder_run["export"] / "model.onnx")]
-        + [row["image"] for row in predictions],
-        cwd=image_folder_run["new"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    answers = [line.split(" ") for line in result.stdout.splitlines()]
+    images = [row["image"] for row in predictions]
+    answers = run_readme_client(image_folder_run["export"] / "model.onnx", images, image_folder_run["new"], tmp_path)
     assert [(image, name) for image, name, _ in answers] == [(row["image"], row["predicted"]) for row in predictions]
     for (image, _, probability), row in zip(answers, predictions):
         assert float(probability) == pytest.approx(float(row["probability"]), abs=1e-4), image

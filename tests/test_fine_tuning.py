@@ -6,6 +6,7 @@ from functools import partial
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from test_trainer_lr import RecordLR
 
 from conftest import expected_lr
 from project.callbacks.freeze_body import FreezeBody
@@ -14,7 +15,6 @@ from project.models.classifier import ImageClassifier
 from project.models.init_weights import load_init_weights
 from project.networks.convnet import ConvNet
 from project.optim.warmup_cosine import WarmupCosine
-from test_trainer_lr import RecordLR
 
 LR = 0.01
 

@@ -3,42 +3,34 @@
 import re
 import shutil
 import subprocess
-import textwrap
 
+import pytest
 import torch
 import yaml
 
-from conftest import QUIET, REPO, SYNTHETIC, run_main
+from conftest import QUIET, REPO, run_in_process, run_main, write_image_folder
 
 BRIEFLY = ["--trainer.max_steps", "3", "--model.scheduler.warmup_steps", "1", *QUIET]
 
 
-def test_a_network_in_a_new_file_is_plugged_in_by_a_config_alone(tmp_path):
+def test_the_readmes_network_in_a_new_file_trains_with_images_yaml(tmp_path, monkeypatch):
+    # The README's SmallCNN, in a file outside the package, named on the command line with configs/images.yaml
+    # (whose TorchvisionNet settings do not carry over to it).
+    readme = (REPO / "README.md").read_text()
+    [network] = re.findall(r"### Add your own network\n.*?```python\n(.*?)```", readme, re.DOTALL)
     (tmp_path / "mynets").mkdir()
-    (tmp_path / "mynets" / "tiny.py").write_text(
-        textwrap.dedent("""
-        from torch import nn
-
-        class TinyNet(nn.Module):
-            def __init__(self, num_classes: int, hidden: int = 8):
-                super().__init__()
-                self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, hidden), nn.ReLU())
-                self.classifier = nn.Linear(hidden, num_classes)
-
-            def forward(self, images):
-                return self.classifier(self.body(images))
-    """)
-    )
-    (tmp_path / "tiny.yaml").write_text(
-        "model:\n  init_args:\n    network:\n      class_path: mynets.tiny.TinyNet\n      init_args: {hidden: 16}\n"
-    )
-    run_main(
-        "fit", "--config", SYNTHETIC, "--config", "tiny.yaml", *BRIEFLY, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}
-    )
-    weights = torch.load(
-        tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True
-    )["state_dict"]
-    assert weights["network.classifier.weight"].shape == (10, 16)
+    (tmp_path / "mynets" / "small_cnn.py").write_text(network)
+    write_image_folder(tmp_path / "photos", per_class=6, size=(40, 30), splits=("train",))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    # 18 photos: 12 to train on, fewer than images.yaml's batch of 32.
+    with pytest.warns(UserWarning, match="data.batch_size 32 is larger than the 12 training images: lowered to 12"):
+        run_in_process(monkeypatch, "fit", "--config", str(REPO / "configs" / "images.yaml"), "--data.root", "photos",
+                       "--model.network", "mynets.small_cnn.SmallCNN", "--model.network.width", "4",
+                       "--data.image_size", "16", "--trainer.max_steps", "3", *QUIET)  # fmt: skip
+    weights = torch.load(tmp_path / "logs" / "photos" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert weights["state_dict"]["network.head.weight"].shape == (3, 16)
+    assert weights["hyper_parameters"]["network"]["init_args"] == {"width": 4}
 
 
 def test_the_readmes_rename_commands_rename_the_package(tmp_path):

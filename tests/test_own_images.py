@@ -3,14 +3,18 @@ CMYK, 16-bit), fine-tuned from "pretrained" weights with configs/images.yaml, th
 
 import csv
 import os
+import sys
+import urllib.error
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from test_export import run_readme_client
 
 from conftest import REPO, run_in_process
+from project.export import main as export_main
 
 IMAGES = str(REPO / "configs" / "images.yaml")
 COLOURS = {"apple": (200, 40, 40), "leaf": (40, 180, 60), "sea": (30, 60, 200), "sand": (220, 200, 120)}
@@ -82,16 +86,44 @@ def test_images_yaml_fine_tunes_a_pretrained_body_on_a_folder_of_photos(fitted):
     assert "image_size: 48" in config and "crop_fraction: 0.875" in config  # 224 of 256 (resnet18's weights)
 
 
-def test_test_and_predict_on_new_photos_from_the_runs_config(fitted, monkeypatch):
+def test_predict_on_new_photos_then_the_exported_model_in_the_readme_client_agrees(fitted, monkeypatch, tmp_path):
+    """predict from the run's config on a nested folder of new photos; export; the README's onnxruntime client,
+    run with torch, Lightning and this project blocked, gives predictions.csv's classes and probabilities."""
     work, _ = fitted
     run = work / "logs" / "photos" / "version_0"
     monkeypatch.chdir(work)
     monkeypatch.setenv("TORCH_HOME", str(work / "torch"))
-    checkpoint = str(run / "checkpoints" / "last.ckpt")
-    run_in_process(monkeypatch, "predict", "--config", str(run / "config.yaml"), "--ckpt_path", checkpoint,
-                   "--data.predict_dir", "new")  # fmt: skip
+    checkpoint = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    run_in_process(monkeypatch, "predict", *checkpoint, "--data.predict_dir", "new")
     [predictions] = (work / "logs" / "photos").glob("version_*/predictions.csv")
     with open(predictions, newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["image"] for row in rows] == [f"day1/{i}.jpg" for i in range(4)]
     assert all(row["predicted"] in COLOURS and row["true"] == "" for row in rows)
+
+    monkeypatch.setattr(sys, "argv", ["export", *checkpoint, "--output", "model.pt2", "--onnx", "model.onnx"])
+    export_main()
+    answers = run_readme_client(work / "model.onnx", [row["image"] for row in rows], work / "new", tmp_path)
+    assert [(image, name) for image, name, _ in answers] == [(row["image"], row["predicted"]) for row in rows]
+    for (image, _, probability), row in zip(answers, rows):
+        assert float(probability) == pytest.approx(float(row["probability"]), abs=1e-4), image
+
+
+def test_offline_without_the_weights_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.chdir(tmp_path)
+    write_photos(tmp_path / "photos", np.random.default_rng(0), per_class=2)
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(monkeypatch, "fit", "--config", IMAGES, "--data.root", "photos")
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    assert str(stop.value).startswith(
+        f"error: torchvision's ResNet50_Weights.IMAGENET1K_V2 weights are not in {expected} and could not be "
+        "downloaded (<urlopen error no network in tests>): on a machine with network, fetch "
+        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth and copy it there, or pass "
+        "--model.network.weights null to train from scratch\n"
+    )
+    assert not (tmp_path / "logs").exists()

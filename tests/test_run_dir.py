@@ -90,7 +90,7 @@ def test_overfit_batches_is_a_run_of_its_own_directory(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "flags, beside",
     [
-        (["--data.batch_size", "100000"], True),  # fails in configure_optimizers, after config.yaml is written
+        (["--model.scheduler.warmup_steps", "500"], True),  # fails in configure_optimizers, after config.yaml
         (["--model.scheduler.warmup_steps", "500"], False),  # longer than the run
     ],
 )
@@ -107,7 +107,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_directory(trained, tmp
 def test_a_resumed_run_that_fails_keeps_its_directory(in_copy, monkeypatch):
     before = files(in_copy)
     checkpoint = str(in_copy / RUN / "checkpoints" / "last.ckpt")
-    fails(monkeypatch, "fit", "--ckpt_path", checkpoint, "--data.batch_size", "100000")
+    fails(monkeypatch, "fit", "--ckpt_path", checkpoint, "--data.val_size", "100000")  # refused in setup
     after = files(in_copy)
     assert {name: after[name] for name in before} == before  # only its config-resumed-at-step2.yaml is new
 

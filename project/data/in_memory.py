@@ -5,6 +5,7 @@ from typing import Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from project.data.augment import center_crop, random_resized_crop, random_shift_and_flip
@@ -100,6 +101,11 @@ class InMemoryImageDataModule(LightningDataModule):
         else:  # in the stored uint8 levels, shaped to broadcast over a batch
             self.mean, self.std = (torch.tensor(values).mul(255).view(1, -1, 1, 1) for values in self.normalization)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if val is None:
+            rank_zero_info(
+                "data.val_size 0: validation runs on the test split, so the best checkpoint (and a search's best "
+                "trial) is chosen on test data"
+            )
         splits = {"train": train, "val": val if val is not None else test, "test": test}
         self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
         self.mean, self.std = self.mean.to(device), self.std.to(device)
@@ -123,12 +129,14 @@ class InMemoryImageDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        if len(batches) == 0:
+        if len(batches) == 0:  # a small folder: one batch of every training image, rather than none
             per_device = f" per device ({world_size} devices)" if world_size > 1 else ""
-            raise UsageError(
+            warnings.warn(
                 f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
-                f"images{per_device}: an epoch would have no full batch; use a smaller batch size"
+                f"images{per_device}: lowered to {batches.shard_size}, one batch per epoch"
             )
+            self.batch_size = batches.shard_size
+            return self.train_dataloader()
         # The epoch comes from the trainer (set_epoch); a checkpoint taken at an epoch's end resumes
         # with the next epoch, at its first batch.
         batches.skip_batches(self.resume_batch if self.resume_batch < len(batches) else 0)
