@@ -20,6 +20,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
 from project.callbacks.checkpoint import Checkpoint
 from project.callbacks.finite_loss import StopOnNonFiniteLoss
+from project.callbacks.freeze_body import FreezeBody  # noqa: F401
 from project.callbacks.graceful_stop import GracefulStop
 from project.callbacks.hparams_metric import HparamsMetric
 from project.callbacks.lookahead import Lookahead  # noqa: F401

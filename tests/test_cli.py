@@ -279,3 +279,9 @@ def test_muonsgds_recipe_on_another_network_is_one_warning(monkeypatch):
     network = ["--model.network", "TorchvisionNet", "--model.network.name", "resnet18"]
     with pytest.warns(UserWarning, match="MuonSGD's settings in this config are tuned to ConvNet's head, not to "):
         run_in_process(monkeypatch, "fit", "--config", CIFAR, *network, "--model.network.weights", "null", *ONE_STEP)
+
+
+def test_freeze_body_is_added_by_its_short_name():
+    cli = parse("--trainer.callbacks+=FreezeBody", "--trainer.callbacks.epochs", "2")
+    [freeze] = [callback for callback in cli.trainer.callbacks if type(callback).__name__ == "FreezeBody"]
+    assert freeze.epochs == 2
