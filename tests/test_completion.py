@@ -50,7 +50,7 @@ def complete(script, *words: str) -> list[str]:
     [
         (["f"], ["fit"]),
         (["fit", "--trainer.max_ep"], ["--trainer.max_epochs"]),
-        (["fit", "--model.scheduler.warm"], ["--model.scheduler.warmup_steps"]),
+        (["fit", "--model.scheduler.warm"], ["--model.scheduler.warmup_steps", "--model.scheduler.warmup_fraction"]),
         (["fit", "--model.scheduler.min_lr_"], ["--model.scheduler.min_lr_ratio"]),
         (["test", "--ckpt_p"], ["--ckpt_path"]),
         (["fit", "--trainer.precision", "bf16-m"], ["bf16-mixed"]),
