@@ -3,6 +3,7 @@
 import csv
 
 from conftest import QUIET, SYNTHETIC, run_in_process, write_image_folder
+from project.callbacks.prediction_writer import PredictionWriter
 
 TINY_FIT = [
     "fit",
@@ -53,3 +54,18 @@ def test_predictions_name_each_image_and_its_true_class(tmp_path, monkeypatch, r
     assert all(row["predicted"] in {"cat", "dog", "eel"} and 0 < float(row["probability"]) <= 1 for row in rows)
     # num_classes comes from the data, as in the checkpoint: nothing given was overruled.
     assert not [w for w in recwarn if "not applied" in str(w.message)]
+
+
+def test_every_rank_takes_part_in_finding_the_run_directory():
+    # trainer.log_dir broadcasts from rank 0 under DDP: a rank that skipped it would leave rank 0 waiting forever.
+    class Rank1Trainer:
+        is_global_zero, fast_dev_run, asked = False, False, 0
+
+        @property
+        def log_dir(self):
+            self.asked += 1
+            return "logs/run"
+
+    trainer = Rank1Trainer()
+    PredictionWriter().write_on_epoch_end(trainer, None, [], [])
+    assert trainer.asked == 1

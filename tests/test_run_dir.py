@@ -112,9 +112,11 @@ def test_a_resumed_run_that_fails_keeps_its_directory(in_copy, monkeypatch):
     assert {name: after[name] for name in before} == before  # only its config-resumed-at-step2.yaml is new
 
 
-def test_a_fit_prints_its_run_directory_and_checkpoints(tmp_path):
+def test_a_fit_prints_its_run_directory_and_checkpoints(tmp_path, monkeypatch, capsys):
     args = ["fit", "--config", SYNTHETIC, *SHORT, "--trainer.max_steps", "3"]
-    lines = run_main(*args, cwd=tmp_path).stdout.splitlines()
+    monkeypatch.chdir(tmp_path)
+    run_in_process(monkeypatch, *args)
+    lines = capsys.readouterr().out.splitlines()
     assert lines.count(f"run directory: {RUN}") == 1
     [saved] = [line for line in lines if line.startswith("saved ")]
     best = rf"best by val/acc \((0\.\d{{4}})\): {RUN}/checkpoints/best-epoch000-acc\1\.ckpt"

@@ -27,12 +27,13 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
+        directory = trainer.log_dir  # on every rank: it broadcasts, and a rank left out of it would wait forever
         if not trainer.is_global_zero or trainer.fast_dev_run:  # a dry run writes nothing
             return
         data = trainer.datamodule
         names = getattr(data, "class_names", None)
         images = data.image_names("predict") if hasattr(data, "image_names") else None
-        path = os.path.join(trainer.log_dir or ".", self.filename)
+        path = os.path.join(directory or ".", self.filename)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", newline="") as file:
             writer = csv.writer(file)
