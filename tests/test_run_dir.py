@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import QUIET, SYNTHETIC, run_in_process, run_main, scalars
+from conftest import QUIET, SYNTHETIC, run_in_process, scalars
 
 SHORT = [
     *QUIET,
@@ -124,12 +124,13 @@ def test_a_fit_prints_its_run_directory_and_checkpoints(tmp_path, monkeypatch, c
     assert lines.index(f"run directory: {RUN}") < lines.index(saved)
     # Interrupted: GracefulStop names the checkpoint it saved, once.
     interrupt = ["--trainer.callbacks+=tests.run_helpers.SignalAtStep", "--trainer.callbacks.step=1"]
-    result = run_main(*args, *interrupt, cwd=tmp_path, check=False)
-    assert result.returncode == 128 + 15, result.stderr[-2000:]
-    run = "logs/synthetic/version_1"
-    assert result.stdout.splitlines().count(f"run directory: {run}") == 1
-    assert not [line for line in result.stdout.splitlines() if line.startswith("saved ")]
-    assert result.stderr.count(f"saved {run}/checkpoints/last.ckpt") == 1
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(monkeypatch, *args, *interrupt)
+    assert stop.value.code == 128 + 15
+    run, printed = "logs/synthetic/version_1", capsys.readouterr()
+    assert printed.out.splitlines().count(f"run directory: {run}") == 1
+    assert not [line for line in printed.out.splitlines() if line.startswith("saved ")]
+    assert printed.err.count(f"saved {run}/checkpoints/last.ckpt") == 1
 
 
 def test_hp_metric_ends_on_the_final_validation_accuracy_after_the_test(run_dir):
