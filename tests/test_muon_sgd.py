@@ -126,6 +126,8 @@ def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, monkeypat
         "SyntheticDataModule",
         "--data.batch_size",
         "64",
+        "--data.train_size",
+        "1536",
         "--trainer.max_epochs",
         "2",
         "--trainer.log_every_n_steps",
@@ -138,9 +140,9 @@ def test_the_flagship_config_learns_and_logs_every_groups_lr(tmp_path, monkeypat
         "false",  # on in cifar.yaml; this test is about training
         *QUIET,
     )
-    run = tmp_path / "logs" / "cifar10" / "version_0"  # 2048 images (val_size 0) / 64 = 32 steps per epoch
+    run = tmp_path / "logs" / "cifar10" / "version_0"  # 1536 images (val_size 0) / 64 = 24 steps per epoch
     filter_lrs = scalars(run, "lr-MuonSGD/pg2")
-    assert len(filter_lrs) == 2 * 32 and filter_lrs[0][1] == pytest.approx(0.24)  # cosine from the peak, no warmup
+    assert len(filter_lrs) == 2 * 24 and filter_lrs[0][1] == pytest.approx(0.24)  # cosine from the peak, no warmup
     assert filter_lrs[-1][1] < 0.24 * 0.01
     assert scalars(run, "lr-MuonSGD/pg1")[0][1] == pytest.approx(1.66)
     assert scalars(run, "val/acc")[-1][1] > 0.6  # chance is 0.1
