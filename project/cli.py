@@ -50,6 +50,7 @@ from project.networks.pretrained import TimmNet, TorchvisionNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
 
+BATCH_COUNTS_OR_FRACTIONS = {f"trainer.limit_{stage}_batches" for stage in ("train", "val", "test", "predict")}
 DEFAULT_RUN_NAME = "default"  # the logger's name when a config sets none; an image folder's run takes its name
 
 
@@ -304,6 +305,13 @@ class CLI(LightningCLI):
         self.trainer.callbacks.append(ResumeReport(self._model_not_applied))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Lightning reads an int as a number of batches and a float as a fraction, but jsonargparse tries the
+        # types of these settings' Union in annotation order, float first: `--trainer.limit_train_batches 1` (or
+        # `1` in a config) became 1.0, the whole epoch. Int first keeps what was written. (jsonargparse has no
+        # public way to retype an argument that LightningCLI added from the Trainer's signature.)
+        for action in parser._actions:
+            if action.dest in BATCH_COUNTS_OR_FRACTIONS:
+                action._typehint = int | float | None
         # Every subcommand accepts it, so that a run's config.yaml can be given to validate/test/predict.
         parser.add_argument(
             "--test_after_fit",

@@ -285,3 +285,17 @@ def test_freeze_body_is_added_by_its_short_name():
     cli = parse("--trainer.callbacks+=FreezeBody", "--trainer.callbacks.epochs", "2")
     [freeze] = [callback for callback in cli.trainer.callbacks if type(callback).__name__ == "FreezeBody"]
     assert freeze.epochs == 2
+
+
+def test_a_whole_number_of_batches_is_a_count_not_the_whole_epoch(tmp_path):
+    # Lightning: an int is a number of batches, a float a fraction; `1` used to reach it as 1.0, every batch.
+    (tmp_path / "limits.yaml").write_text("trainer:\n  limit_val_batches: 2\n")
+    cli = parse("--config", str(tmp_path / "limits.yaml"), "--trainer.limit_train_batches", "1",
+                "--trainer.limit_test_batches", "0.5", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
+                "false", "--model.scheduler.warmup_steps", "0")  # fmt: skip
+    trainer = cli.trainer
+    assert (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches) == (1, 2, 0.5)
+    assert type(trainer.limit_train_batches) is int and type(trainer.limit_test_batches) is float
+    trainer.fit(cli.model, cli.datamodule)
+    assert trainer.global_step == 2  # one batch in each of the two epochs (24 without the limit)
+    assert trainer.num_val_batches == [2]
