@@ -341,12 +341,7 @@ def _with_run_config(command_line: list[str]) -> list[str]:
     subcommand = next((i for i, arg in enumerate(command_line) if arg in ("fit", "validate", "test", "predict")), None)
     if subcommand is None or any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in command_line):
         return command_line
-    ckpt_path = None
-    for flag, value in zip(command_line, [*command_line[1:], None]):
-        if flag == "--ckpt_path":
-            ckpt_path = value
-        elif flag.startswith("--ckpt_path="):
-            ckpt_path = flag.split("=", 1)[1]
+    ckpt_path = next((value for flag, value in reversed(_flag_values(command_line)) if flag == "--ckpt_path"), None)
     if ckpt_path in (None, "", "null", "last", "best", "hpc"):  # "last" needs the config's logger name
         return command_line
     config = str(run_config(Path(ckpt_path)))
@@ -354,8 +349,7 @@ def _with_run_config(command_line: list[str]) -> list[str]:
 
 
 def _config_files(command_line: list[str]) -> list[str]:
-    given = [value for flag, value in zip(command_line, command_line[1:]) if flag == "--config"]
-    return given + [arg.split("=", 1)[1] for arg in command_line if arg.startswith("--config=")]
+    return [value for flag, value in _flag_values(command_line) if flag == "--config"]
 
 
 def _check_config_file(path: str) -> None:
@@ -426,6 +420,7 @@ def _warn_inherited_settings(command_line: list[str], model) -> None:
 
 
 def _flag_values(command_line: list[str]) -> list[tuple[str, str]]:
+    """``(flag, value)`` for each ``--flag=value`` and each ``--flag value`` on the command line."""
     pairs = [tuple(arg.split("=", 1)) for arg in command_line if arg.startswith("--") and "=" in arg]
     return pairs + [(flag, value) for flag, value in zip(command_line, command_line[1:]) if flag.startswith("--")]
 

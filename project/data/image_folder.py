@@ -112,7 +112,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
         self._caches: dict[str, Path | None] = {}
-        self._names: dict[str, list[str]] = {}  # per split: each image's path, relative to the root
+        self._predict_listing: list[str] | None = None  # listed once: predict's images and their names agree
         self._listing: dict[str, tuple[list[str], list[int]]] | None = None
         self.class_names = _class_folders(self._class_root())
         if len(self.class_names) < 2:
@@ -181,8 +181,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if split == "predict" and self.predict_dir is None:
             split = "test"
         if split == "predict":
-            self._names.setdefault("predict", [os.path.relpath(f, self.predict_dir) for f in self._predict_files()])
-            return self._names["predict"]
+            return [os.path.relpath(file, self.predict_dir) for file in self._predict_files()]
         files, _ = self._split_listing()[split]
         return [os.path.relpath(file, self.root) for file in files]
 
@@ -267,6 +266,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         return split_listing
 
     def _predict_files(self) -> list[str]:
+        if self._predict_listing is not None:
+            return self._predict_listing
         files = sorted(
             os.path.join(folder, name)
             for folder, _, names in os.walk(self.predict_dir)
@@ -278,6 +279,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 f"data.predict_dir {self.predict_dir} holds no images "
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}), in any subfolder"
             )
+        self._predict_listing = files
         return files
 
     def _predict_images(self) -> tuple[Tensor, Tensor]:
