@@ -99,7 +99,7 @@ class ExportCLI(CLI):
         classifier.eval().requires_grad_(False)  # BatchNorm's running statistics; outputs without autograd history
         # Traced at the size the network sees in evaluation and predict (an image folder's stored squares are
         # center-cropped to crop_size first); any batch size runs. Zeros: the artifact keeps its example inputs.
-        channels, *size = data.splits["train"][0].shape[1:]
+        channels, *size = data.image_shape()
         example = torch.zeros(2, channels, *([data.crop_size] * 2 if data.crop_size else size), dtype=torch.uint8)
         terms = contract(data, tuple(example.shape[1:]), tta_level)
         signature = (

@@ -8,11 +8,12 @@ import time
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 import project.data.image_folder as image_folder
 from conftest import REPO, SYNTHETIC, write_image_folder
-from project.data.augment import random_shift_and_flip
+from project.data.augment import random_resized_crop, random_shift_and_flip
 from project.data.batches import TensorBatches
 from project.data.image_folder import ImageFolderDataModule
 from project.data.synthetic import SyntheticDataModule
@@ -47,6 +48,39 @@ def test_shift_only_and_flip_only():
         any(torch.equal(s, p[:, dy : dy + 8, dx : dx + 8]) for dy in range(3) for dx in range(3))
         for s, p in zip(shifted, padded)
     )
+
+
+def test_a_random_resized_crop_of_the_whole_image_is_torchvisions_antialiased_resize():
+    images = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
+    out = random_resized_crop(images, 20, scale=(1.0, 1.0), mirror=None, ratio=(1.0, 1.0))
+    assert out.dtype == torch.uint8 and out.shape == (3, 3, 20, 20)
+    assert torch.equal(out, torchvision.transforms.v2.functional.resize(images, [20, 20], antialias=True))
+
+
+def test_random_resized_crops_are_whole_pixel_windows_anywhere_in_the_image_each_its_own():
+    # A quarter of the area at ratio 1, resized to its own size: each output is a window of the image as it is.
+    image = torch.arange(64 * 64, dtype=torch.int32).view(1, 1, 64, 64)  # every pixel its own value
+    mirror = torch.arange(400) % 2 == 1
+    out = random_resized_crop(image.expand(400, -1, -1, -1).float(), 32, (0.25, 0.25), mirror, ratio=(1.0, 1.0))
+    out = torch.where(mirror.view(-1, 1, 1, 1), out.flip(3), out).long()
+    tops, lefts = out[:, 0, 0, 0] // 64, out[:, 0, 0, 0] % 64
+    for crop, top, left in zip(out, tops, lefts):
+        assert torch.equal(crop[0], image[0, 0, top : top + 32, left : left + 32].long())
+    assert tops.min() == 0 and tops.max() == 32 and lefts.min() == 0 and lefts.max() == 32  # every position
+    assert len(set(zip(tops.tolist(), lefts.tolist()))) > 300  # each image its own draw
+
+
+def test_random_resized_crops_follow_the_scale_and_ratio_drawn():
+    # Crops of 0.3-0.6 of the area at ratios 1/2-2 of a 200x200 image: measured by a pixel-coordinate image.
+    rows = torch.arange(200.0).view(1, 1, 200, 1).expand(1, 1, 200, 200)
+    cols = torch.arange(200.0).view(1, 1, 1, 200).expand(1, 1, 200, 200)
+    image = torch.cat([rows, cols], dim=1).expand(500, -1, -1, -1)
+    out = random_resized_crop(image, 50, (0.3, 0.6), None, torch.Generator().manual_seed(0), ratio=(0.5, 2.0))
+    height = out[:, 0, -1, 0] - out[:, 0, 0, 0] + 200 / 50 * (49 / 50)  # first to last sample, plus a pixel
+    width = out[:, 1, 0, -1] - out[:, 1, 0, 0] + 200 / 50 * (49 / 50)
+    area, aspect = height * width / 200**2, width / height
+    assert area.min() > 0.25 and area.max() < 0.65 and aspect.min() > 0.45 and aspect.max() < 2.2
+    assert aspect.min() < 0.6 and aspect.max() > 1.7 and area.min() < 0.35 and area.max() > 0.55  # the whole range
 
 
 def test_training_batches_are_augmented_and_normalized_labels_untouched():

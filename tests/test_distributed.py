@@ -10,7 +10,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only as pl_rank_zero_only
 
-from conftest import QUIET, REPO, SYNTHETIC, run_main, scalars, write_image_folder
+from conftest import QUIET, REPO, SYNTHETIC, scalars, write_image_folder
 from project.cli import CLI
 
 DDP = str(REPO / "configs" / "ddp.yaml")
@@ -50,20 +50,66 @@ def assert_written_once(workdir):
     return run
 
 
+def main_py(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "main.py"), "fit", "--config", SYNTHETIC, *TWO_CPU_PROCESSES, *QUIET, *args]
+
+
 @pytest.fixture(scope="module")
-def ddp_workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ddp")
-    run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *TWO_CPU_PROCESSES,
-        "--trainer.log_every_n_steps",
-        "1",
-        *save_weights_per_rank(workdir / "weights"),
-        *QUIET,
-        cwd=workdir,
-    )
+def runs(tmp_path_factory):
+    """The DDP jobs of this file, started at once (each spends most of its time starting up and waiting on its
+    other rank): name -> (its working directory, its CompletedProcess)."""
+    workdirs = {name: tmp_path_factory.mktemp(name) for name in ("ddp", "fail0", "fail1", "torchrun", "images")}
+    write_image_folder(workdirs["images"] / "images", classes=("cat", "dog"), per_class=40)
+    commands = {
+        "ddp": main_py("--trainer.log_every_n_steps", "1", *save_weights_per_rank(workdirs["ddp"] / "weights")),
+        **{
+            f"fail{rank}": main_py("--data", "tests.run_helpers.DataMissingOnOneRank", f"--data.failing_rank={rank}")
+            for rank in (0, 1)
+        },
+        # torchrun starts every process itself and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT;
+        # Lightning detects that (TorchElasticEnvironment) and launches nothing more.
+        "torchrun": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *main_py("--trainer.max_epochs", "1", *save_weights_per_rank(workdirs["torchrun"] / "weights"))[1:],
+        ],
+        "images": main_py(
+            "--trainer.max_epochs",
+            "1",
+            "--data",
+            "ImageFolderDataModule",
+            "--data.root",
+            "images",
+            "--data.val_size",
+            "0",
+            "--data.batch_size",
+            "16",
+            "--data.cache_dir",
+            "cache",
+            "--model.scheduler.warmup_steps",
+            "1",
+            *save_weights_per_rank(workdirs["images"] / "weights"),
+        ),
+    }
+    started = {
+        name: subprocess.Popen(command, cwd=workdirs[name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, command in commands.items()
+    }
+    finished = {}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=600)  # a job that hangs fails the tests
+        finished[name] = workdirs[name], subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return finished
+
+
+@pytest.fixture(scope="module")
+def ddp_workdir(runs):
+    workdir, result = runs["ddp"]
+    assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
 
@@ -81,48 +127,18 @@ def test_ddp_lr_at_every_step_equals_the_single_process_run_at_the_same_global_b
 
 
 @pytest.mark.parametrize("failing_rank", [0, 1])
-def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, failing_rank):
-    result = run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *TWO_CPU_PROCESSES,
-        *QUIET,
-        "--data",
-        "tests.run_helpers.DataMissingOnOneRank",
-        f"--data.failing_rank={failing_rank}",
-        cwd=tmp_path,
-        check=False,
-    )  # run_main's timeout fails the test if the job hangs
+def test_a_failing_rank_ends_the_whole_job_with_its_error(runs, failing_rank):
+    _, result = runs[f"fail{failing_rank}"]  # the fixture's timeout fails the test if the job hangs
     assert result.returncode != 0
     assert f"error: (rank {failing_rank}) data folder missing on rank {failing_rank}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_torchrun_launches_the_same_cli(tmp_path):
-    # torchrun starts every process itself and sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT;
-    # Lightning detects that (TorchElasticEnvironment) and launches nothing more.
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(REPO / "main.py"),
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *TWO_CPU_PROCESSES,
-        "--trainer.max_epochs",
-        "1",
-        *save_weights_per_rank(tmp_path / "weights"),
-        *QUIET,
-    ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+def test_torchrun_launches_the_same_cli(runs):
+    workdir, result = runs["torchrun"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_ranks_agree(tmp_path / "weights")
-    assert_written_once(tmp_path)
+    assert_ranks_agree(workdir / "weights")
+    assert_written_once(workdir)
 
 
 SLURM_JOB = {
@@ -179,30 +195,8 @@ def test_lightning_detects_slurm_from_the_cli(monkeypatch):
     assert (cli.trainer.world_size, cli.trainer.global_rank) == (2, 1)
 
 
-def test_ddp_with_an_image_folder_decodes_once_and_trains(tmp_path):
-    write_image_folder(tmp_path / "images", classes=("cat", "dog"), per_class=40)
-    run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *TWO_CPU_PROCESSES,
-        "--trainer.max_epochs",
-        "1",
-        *QUIET,
-        "--data",
-        "ImageFolderDataModule",
-        "--data.root",
-        "images",
-        "--data.val_size",
-        "0",
-        "--data.batch_size",
-        "16",
-        "--data.cache_dir",
-        "cache",
-        "--model.scheduler.warmup_steps",
-        "1",
-        *save_weights_per_rank(tmp_path / "weights"),
-        cwd=tmp_path,
-    )
-    assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt")) == ["test", "train"]
-    assert_ranks_agree(tmp_path / "weights")
+def test_ddp_with_an_image_folder_decodes_once_and_trains(runs):
+    workdir, result = runs["images"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name.split("-")[2] for p in (workdir / "cache").glob("*.pt")) == ["test", "train"]
+    assert_ranks_agree(workdir / "weights")

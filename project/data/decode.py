@@ -23,6 +23,7 @@ because PIL's plain ``open(path).convert("RGB").resize(...)`` gets a common kind
 import numpy as np
 from PIL import Image, ImageOps
 
+from project.data.storage import is_remote, open_image
 from project.errors import UsageError
 
 RESIZE_FILTER = "bilinear"  # the filter named by the export contract: PIL's antialiased bilinear resize
@@ -35,7 +36,7 @@ def decode_image(path: str, side: int) -> np.ndarray:
     that limit to read larger ones.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(open_image(path) if is_remote(path) else path) as image:
             image.draft("RGB", (side, side))  # JPEG only; PIL keeps both sides at least side
             ImageOps.exif_transpose(image, in_place=True)
             return np.asarray(_square(_rgb(image), side), dtype=np.uint8)

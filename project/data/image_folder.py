@@ -1,12 +1,15 @@
-"""Your own images: class folders, split into train, val and test, decoded once, cached on disk, held in memory."""
+"""Your own images: class folders, split into train, val and test, decoded once, cached on disk, held in memory
+or, when too large for it, streamed from shards."""
 
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import warnings
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,6 +17,8 @@ from torch import Tensor
 
 from project.data.decode import RESIZE_FILTER, decode_image
 from project.data.in_memory import Flip, InMemoryImageDataModule
+from project.data.shards import Shards, decode_processes, decoded_bytes, default_workers, memory_budget, write_shards
+from project.data.storage import S3Folder, is_remote
 from project.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -42,12 +47,17 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     parallel, and cached in ``cache_dir`` as one uint8 tensor, rebuilt when a file is added, removed
     or changed, or the sizes change.
 
+    A split too large for memory is streamed (``streaming``): written once as shards into ``cache_dir``
+    (``project/data/shards.py``), rebuilt like the cache, and decoded in DataLoader workers batch by batch.
+    Batches, augmentation, resume and DDP sharding are the same as in memory.
+
     ``predict`` runs on the test split, or on ``predict_dir``: any images under it, in any
     subfolder, without labels, and not cached. ``image_names`` names each image for
     ``predictions.csv``.
 
     Args:
-        root: The folder of class folders, or of train/ (and test/, val/).
+        root: The folder of class folders, or of train/ (and test/, val/); or such a folder in S3-compatible
+            object storage, ``s3://bucket/photos`` (``project/data/storage.py``).
         image_size: Side of the square images the network sees. Unset: what the network expects (the CLI
             sets it from a pretrained network's ``preprocessing``), else 32.
         crop_fraction: ``image_size`` over the side images are resized to before the centre crop
@@ -67,6 +77,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         flip: Mirroring of training images: "random" (each image, each epoch, with probability 1/2),
             "alternating" (each image every other epoch) or "none".
         predict_dir: A folder of images to predict, searched recursively; unset, ``predict`` runs on the test split.
+        streaming: "auto": the splits stay in memory if their decoded images fit a fifth of the machine's memory
+            (and of the GPU's), else the largest ones stream until the rest fits; true: every split streams;
+            false: none does.
+        num_workers: DataLoader workers per device that decode streamed batches. Unset: the machine's cores
+            shared among its devices, one left to each training process, at most 8.
     """
 
     def __init__(
@@ -84,6 +99,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         crop_padding: int = 4,
         flip: Flip = "random",
         predict_dir: str | None = None,
+        # The words first: a wrong value is then refused with the three it may be.
+        streaming: Literal["auto", "true", "false"] | bool = "auto",
+        num_workers: int | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
         if image_size is not None and image_size < 1:
@@ -99,7 +117,14 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 raise UsageError(f"data.{name} must be a count of images or a fraction in [0, 1), got {size}")
             if size < 0:
                 raise UsageError(f"data.{name} must be >= 0, got {size}")
-        self.root, self.cache_dir = Path(root), Path(cache_dir)
+        streaming = {"true": True, "false": False}.get(streaming, streaming)
+        if streaming not in (True, False, "auto"):
+            raise UsageError(f"data.streaming must be auto, true or false, got {streaming!r}")
+        if num_workers is not None and num_workers < 0:
+            raise UsageError(f"data.num_workers must be >= 0 (0: decode in the training process), got {num_workers}")
+        self.streaming, self.num_workers = streaming, num_workers
+        self.root = S3Folder(root) if is_remote(root) else Path(root)
+        self.cache_dir = Path(cache_dir)
         self.image_size, self.crop_fraction, self.random_crop_scale = image_size, crop_fraction, random_crop_scale
         self.test_size, self.split_seed = test_size, split_seed
         self.splits_file = Path(splits) if splits is not None else None
@@ -172,8 +197,28 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         cache = self._cache(split)
         if cache is None:
             return None
+        if cache.is_dir():
+            return Shards(str(cache), self._workers())
         cached = torch.load(cache, weights_only=True)
         return cached["images"], cached["labels"]
+
+    def streamed_splits(self) -> set[str]:
+        """The splits that stream (see ``streaming``)."""
+        listing = self._split_listing()
+        if self.streaming is not True and self.streaming is not False:  # auto: the largest splits stream first
+            sizes = {split: decoded_bytes(len(files), self.stored_size) for split, (files, _) in listing.items()}
+            streamed, budget = set(), memory_budget()
+            for split in sorted(sizes, key=sizes.get, reverse=True):
+                if sum(size for name, size in sizes.items() if name not in streamed) <= budget:
+                    break
+                streamed.add(split)
+            return streamed
+        return set(listing) if self.streaming else set()
+
+    def _workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return default_workers(self.trainer.num_devices if self.trainer is not None else 1)
 
     def image_names(self, split: str) -> list[str]:
         """Each image's path in ``split``'s order: relative to the root (``test/cat/1.png``), or to
@@ -288,8 +333,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
     def _decode(self, files: list[str]) -> Tensor:
         # Workers ignore Ctrl-C: the main process alone handles it, and ends them on its way out.
-        workers = min(os.cpu_count() or 1, 8)
-        with Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        with Pool(decode_processes(), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             arrays = pool.starmap(decode_image, [(f, self.stored_size) for f in files], chunksize=256)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
@@ -311,7 +355,13 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             return None
         files, labels = listing[split]
         cache = self._cache_file(split, files)
-        if not cache.is_file():
+        if split in self.streamed_splits():
+            cache = cache.with_suffix(".shards")
+            if not cache.is_dir():
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                write_shards(cache, files, labels, self.stored_size, self.split_seed, split)
+                self._remove_stale(split, cache)
+        elif not cache.is_file():
             self._write_cache(split, cache, {"images": self._decode(files), "labels": torch.tensor(labels)})
         return cache
 
@@ -321,13 +371,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             raise UsageError(f"class folders of {folder} {classes} differ from those of train/ {self.class_names}")
         files, labels = [], []
         for label, name in enumerate(self.class_names):
-            # Plain strings and os.scandir: Path objects cost seconds over CIFAR-10's 60,000 files.
-            with os.scandir(folder / name) as entries:
-                found = sorted(
-                    entry.path
-                    for entry in entries
-                    if not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-                )
+            found = sorted(
+                path
+                for file, path in _files(folder / name)
+                if not file.startswith(".") and os.path.splitext(file)[1].lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise UsageError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += found
@@ -338,8 +386,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         listing = hashlib.sha256(f"{self.stored_size}".encode())
         prefix = len(str(self.root))
         for file in files:
-            stat = os.stat(file)
-            listing.update(f"{file[prefix:]}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            if isinstance(self.root, S3Folder):
+                size, version = self.root.signature(file)
+            else:
+                stat = os.stat(file)
+                size, version = stat.st_size, stat.st_mtime_ns
+            listing.update(f"{file[prefix:]}\0{size}\0{version}\n".encode())
         return self.cache_dir / f"{self._cache_prefix(split)}{listing.hexdigest()[:16]}.pt"
 
     def _cache_prefix(self, split: str) -> str:
@@ -351,12 +403,25 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         partial = cache.with_suffix(f".{os.getpid()}.tmp")
         torch.save(content, partial)
         os.replace(partial, cache)  # atomic: a reader never sees half a cache file
-        for stale in cache.parent.glob(self._cache_prefix(split) + "*.pt"):
-            if stale != cache:
-                stale.unlink()
+        self._remove_stale(split, cache)
+
+    def _remove_stale(self, split: str, cache: Path) -> None:
+        """Other caches of this split in the same format (for older listings or sizes)."""
+        for stale in cache.parent.glob(self._cache_prefix(split) + "*"):
+            if stale.suffix == cache.suffix and stale != cache:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
-def _class_folders(folder: Path) -> list[str]:
+def _files(folder: Path | S3Folder) -> list[tuple[str, str]]:
+    """``(name, path)`` of the files in ``folder``."""
+    if isinstance(folder, S3Folder):
+        return folder.files()
+    # Plain strings and os.scandir: Path objects cost seconds over CIFAR-10's 60,000 files.
+    with os.scandir(folder) as entries:
+        return [(entry.name, entry.path) for entry in entries if entry.is_file()]
+
+
+def _class_folders(folder: Path | S3Folder) -> list[str]:
     if not folder.is_dir():
         raise FileNotFoundError(
             f"image folder {folder} does not exist: expected <root>/<class>/<images>, or "

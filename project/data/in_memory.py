@@ -1,4 +1,7 @@
-"""The data path shared by small-image datasets: one uint8 tensor on the training device, augmented there."""
+"""The data path shared by image datasets: uint8 batches augmented and normalized on the training device.
+
+A split is held in memory (one uint8 tensor on the training device), or, when too large for memory, streamed
+from shards (``project/data/shards.py``); both give the same batches and go through the same augmentation."""
 
 import warnings
 from typing import Literal
@@ -10,9 +13,11 @@ from torch import Tensor
 
 from project.data.augment import center_crop, random_resized_crop, random_shift_and_flip
 from project.data.batches import TensorBatches
+from project.data.shards import ShardBatches, Shards, std_mean_of_levels
 from project.errors import UsageError
 
 Split = tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
+Batches = TensorBatches | ShardBatches
 Flip = Literal["random", "alternating", "none"]
 
 # Lightning warns on every mid-epoch resume unless the loader itself has a state_dict; the
@@ -29,11 +34,12 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 
 class InMemoryImageDataModule(LightningDataModule):
-    """Base for datasets that fit in memory as ``uint8`` images.
+    """Base for image datasets served as ``uint8`` batches, held in memory or streamed.
 
     A subclass sets ``class_names`` and implements ``load(split)``. This class decodes nothing
     twice: it loads each split once, moves it to the training device, and serves batches as index
-    slices (``TensorBatches``). After a batch reaches the device, training batches get a random
+    slices (``TensorBatches``); a split that ``load`` returns as ``Shards`` is streamed instead.
+    After a batch reaches the device, training batches get a random
     shift of up to ``crop_padding`` pixels and a mirror per image, and every batch is normalized
     with the training images' per-channel mean and std.
 
@@ -71,17 +77,19 @@ class InMemoryImageDataModule(LightningDataModule):
         if flip not in ("random", "alternating", "none"):
             raise UsageError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
         self.batch_size, self.val_size, self.crop_padding, self.flip = batch_size, val_size, crop_padding, flip
-        self.splits: dict[str, Split] = {}
-        self.resume_batch = 0  # the batch of its epoch that a checkpoint stopped at
+        self.splits: dict[str, Split | Shards] = {}
+        self.resume_epoch, self.resume_batch = None, 0  # where a checkpoint stopped: its epoch, the batches done in it
+        self.predicted_indices: list[Tensor] = []  # each predict batch's image indices, in the order predicted
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def load(self, split: str) -> Split | None:
+    def load(self, split: str) -> Split | Shards | None:
         """The uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)`` of ``split`` ("train", "val", "test" or
         "predict"), or None if the dataset has no such split: without "val", ``val_size`` training images are held
-        out; without "predict", ``predict`` runs on "test". Unknown labels are -1."""
+        out; without "predict", ``predict`` runs on "test". Unknown labels are -1. A split too large for memory
+        may be returned as ``Shards`` to stream (not "predict"; no held-out validation from it)."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
@@ -97,7 +105,7 @@ class InMemoryImageDataModule(LightningDataModule):
             train, val = self._hold_out(train)
         test = self.load("test")
         if self.normalization is None:
-            self.std, self.mean = _channel_std_mean(train[0])
+            self.std, self.mean = (train.std, train.mean) if isinstance(train, Shards) else _channel_std_mean(train[0])
         else:  # in the stored uint8 levels, shaped to broadcast over a batch
             self.mean, self.std = (torch.tensor(values).mul(255).view(1, -1, 1, 1) for values in self.normalization)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -107,41 +115,51 @@ class InMemoryImageDataModule(LightningDataModule):
                 "trial) is chosen on test data"
             )
         splits = {"train": train, "val": val if val is not None else test, "test": test}
-        self.splits.update({name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()})
+        self.splits.update({name: _to(split, device) for name, split in splits.items()})
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         # Drawn from the run's seed, like the batch order: a rerun mirrors the same images.
         if self.flip == "alternating":
             first_epoch = torch.Generator().manual_seed(torch.initial_seed())
-            self.mirrored_first = (torch.rand(len(train[0]), generator=first_epoch) < 0.5).to(device)
+            self.mirrored_first = (torch.rand(_length(train), generator=first_epoch) < 0.5).to(device)
         # Augmentation draws from its own generator, which checkpoints carry (see state_dict).
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.augment_rng = torch.Generator(device).manual_seed(torch.initial_seed() + rank)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> Batches:
         # drop_last: a last tiny batch gives noisy BatchNorm statistics and an outsized step.
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        batches = TensorBatches(
-            *self.splits["train"],
-            self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            seed=torch.initial_seed(),
-            rank=rank,
-            world_size=world_size,
-        )
-        if len(batches) == 0:  # a small folder: one batch of every training image, rather than none
-            per_device = f" per device ({world_size} devices)" if world_size > 1 else ""
+        world_size = self.trainer.world_size if self.trainer else 1
+        per_device = _length(self.splits["train"]) // world_size
+        if per_device < self.batch_size:  # a small folder: one batch of every training image, rather than none
+            on_each = f" per device ({world_size} devices)" if world_size > 1 else ""
             warnings.warn(
-                f"data.batch_size {self.batch_size} is larger than the {batches.shard_size} training "
-                f"images{per_device}: lowered to {batches.shard_size}, one batch per epoch"
+                f"data.batch_size {self.batch_size} is larger than the {per_device} training "
+                f"images{on_each}: lowered to {per_device}, one batch per epoch"
             )
-            self.batch_size = batches.shard_size
-            return self.train_dataloader()
-        # The epoch comes from the trainer (set_epoch); a checkpoint taken at an epoch's end resumes
-        # with the next epoch, at its first batch.
-        batches.skip_batches(self.resume_batch if self.resume_batch < len(batches) else 0)
-        self.resume_batch = 0
+            self.batch_size = per_device
+        batches = self._batches("train", shuffle=True, drop_last=True)
+        # The trainer's epoch is not restored yet when it first asks for this loader (to count the run's
+        # steps), so a resume takes the checkpoint's own epoch. One taken at an epoch's end resumes with the
+        # next epoch, at its first batch.
+        epoch = self.resume_epoch
+        if epoch is None:
+            epoch = self.trainer.current_epoch if self.trainer else 0
+        if self.resume_batch < len(batches):
+            batches.start_at(epoch, self.resume_batch)
+        else:
+            batches.start_at(epoch + 1, 0)
+        self.resume_epoch, self.resume_batch = None, 0
         return batches
+
+    def _batches(self, split: str, shuffle: bool, drop_last: bool) -> Batches:
+        """Under DDP, training batches are sharded across ranks (disjoint, the same count on every rank);
+        every rank evaluates the whole of the other splits."""
+        data, seed = self.splits[split], torch.initial_seed()
+        if isinstance(data, Shards):
+            return data.batches(self.batch_size, shuffle, drop_last, seed, sharded=split == "train")
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if split != "train":
+            rank, world_size = 0, 1
+        return TensorBatches(*data, self.batch_size, shuffle, drop_last, seed, rank, world_size)
 
     def state_dict(self) -> dict:
         """Where training stands, saved in checkpoints: a resumed run draws the batches and
@@ -150,36 +168,50 @@ class InMemoryImageDataModule(LightningDataModule):
         if self.trainer is None or not self.splits:
             return {}
         batches_done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"batch": batches_done, "augment_rng": self.augment_rng.get_state()}
+        epoch = self.trainer.current_epoch
+        return {"epoch": epoch, "batch": batches_done, "augment_rng": self.augment_rng.get_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
-            self.resume_batch = state_dict["batch"]
+            self.resume_epoch, self.resume_batch = state_dict.get("epoch", 0), state_dict["batch"]
             self.augment_rng.set_state(state_dict["augment_rng"])
 
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["val"], self.batch_size, shuffle=False, drop_last=False)
+    def val_dataloader(self) -> Batches:
+        return self._batches("val", shuffle=False, drop_last=False)
 
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["test"], self.batch_size, shuffle=False, drop_last=False)
+    def test_dataloader(self) -> Batches:
+        return self._batches("test", shuffle=False, drop_last=False)
 
-    def predict_dataloader(self) -> TensorBatches:
-        if "predict" not in self.splits:
-            return self.test_dataloader()
-        return TensorBatches(*self.splits["predict"], self.batch_size, shuffle=False, drop_last=False)
+    def predict_dataloader(self) -> Batches:
+        self.predicted_indices = []
+        return self._batches("predict" if "predict" in self.splits else "test", shuffle=False, drop_last=False)
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the stored training images."""
+        train = self.splits["train"]
+        return train.image_shape if isinstance(train, Shards) else tuple(train[0].shape[1:])
 
     def plain_train_images(self, count: int) -> Tensor:
         """Up to ``count`` training images drawn with the run's seed, normalized but not augmented, on the
         training device: what a layer fitted from data (``ConvNet.fit_whitening``) is fitted to."""
-        images, labels = self.splits["train"]
-        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(torch.initial_seed()))[:count]
-        chosen = chosen.to(images.device)
-        return self.prepare_batch((images[chosen], labels[chosen], chosen), augment=False)[0]
+        train = self.splits["train"]
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        chosen = torch.randperm(_length(train), generator=generator)[:count]
+        if isinstance(train, Shards):
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            batch = tuple(part.to(device) for part in train.images(chosen.tolist()))
+        else:
+            images, labels = train
+            chosen = chosen.to(images.device)
+            batch = images[chosen], labels[chosen], chosen
+        return self.prepare_batch(batch, augment=False)[0]
 
     def on_after_batch_transfer(
         self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int
     ) -> tuple[Tensor, Tensor]:
         training = self.trainer is not None and self.trainer.training
+        if self.trainer is not None and self.trainer.predicting:  # streamed batches come in the workers' order
+            self.predicted_indices.append(batch[2].cpu())
         return self.prepare_batch(batch, augment=training, epoch=self.trainer.current_epoch if training else 0)
 
     def prepare_batch(
@@ -222,14 +254,16 @@ class InMemoryImageDataModule(LightningDataModule):
         return (images[kept], labels[kept]), (images[val], labels[val])
 
 
+def _to(split: Split | Shards, device: torch.device) -> Split | Shards:
+    return split if isinstance(split, Shards) else (split[0].to(device), split[1].to(device))
+
+
+def _length(split: Split | Shards) -> int:
+    return len(split) if isinstance(split, Shards) else len(split[0])
+
+
 def _channel_std_mean(images: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel std and mean of uint8 images, shaped (1, C, 1, 1) to broadcast over a batch."""
     # From each channel's histogram of its 256 levels: exact, and 5x faster than a float copy of the images.
     counts = torch.stack([torch.bincount(channel.flatten(), minlength=256) for channel in images.transpose(0, 1)])
-    counts, levels = counts.double(), torch.arange(256, dtype=torch.float64)
-    n = counts.sum(dim=1)
-    mean = (counts * levels).sum(dim=1) / n
-    variance = (counts * (levels - mean[:, None]) ** 2).sum(dim=1) / (n - 1).clamp_min(1)
-    # A constant channel (std 0) becomes 0, not NaN; under one grey level there is no signal to amplify.
-    std = variance.sqrt().float().clamp_min(1.0).view(1, -1, 1, 1)
-    return std, mean.float().view(1, -1, 1, 1)
+    return std_mean_of_levels(counts)
