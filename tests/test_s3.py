@@ -98,3 +98,25 @@ def test_an_s3_folder_held_in_memory_trains_and_a_missing_bucket_is_one_line(s3,
     message = str(stopped.value.code) + capsys.readouterr().err
     [line] = [line for line in message.splitlines() if line.startswith("error:")]
     assert "cannot list s3://no-such-bucket/photos" in line and "NoSuchBucket" in line, line
+
+
+def test_shards_kept_in_the_bucket_are_written_by_the_first_run_and_streamed_by_the_next(
+    s3, tmp_path, monkeypatch, capsys
+):
+    # LitData keeps the chunks it downloads in a local cache: here, in the test's folder.
+    monkeypatch.setattr("litdata.utilities.dataset_utilities._LITDATA_CACHE_DIR", str(tmp_path / "chunks"))
+    fit(monkeypatch, "--data.cache_dir", f"s3://{BUCKET}/cache", "--data.num_workers", "1")
+    assert capsys.readouterr().err.count(") into ") == 3
+    keys = [entry["Key"] for entry in s3.list_objects_v2(Bucket=BUCKET, Prefix="cache/")["Contents"]]
+    splits = {key.split("/")[1].split("-")[2] for key in keys}
+    assert splits == {"train", "val", "test"} and sum(key.endswith("/channel_stats.json") for key in keys) == 3
+    assert not (tmp_path / "cache").exists()  # nothing of the run's data kept on the machine but LitData's chunks
+    assert list((tmp_path / "chunks").rglob("chunk-*.bin"))
+
+    # Another machine (no local chunks) trains from the bucket's shards, writing none.
+    run = tmp_path / "logs" / "synthetic" / "version_0"
+    monkeypatch.setattr("litdata.utilities.dataset_utilities._LITDATA_CACHE_DIR", str(tmp_path / "other"))
+    fit(monkeypatch, "--data.cache_dir", f"s3://{BUCKET}/cache", "--data.splits", str(run / "splits.csv"))
+    assert "writing the" not in capsys.readouterr().err
+    assert list((tmp_path / "other").rglob("chunk-*.bin"))
+    assert (tmp_path / "logs" / "synthetic" / "version_1" / "checkpoints" / "last.ckpt").is_file()

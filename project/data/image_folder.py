@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import signal
+import tempfile
 import warnings
 from multiprocessing import Pool
 from pathlib import Path
@@ -17,8 +18,16 @@ from torch import Tensor
 
 from project.data.decode import RESIZE_FILTER, decode_image
 from project.data.in_memory import Flip, InMemoryImageDataModule
-from project.data.shards import Shards, decode_processes, decoded_bytes, default_workers, memory_budget, write_shards
-from project.data.storage import S3Folder, is_remote
+from project.data.shards import (
+    STATS_FILE,
+    Shards,
+    decode_processes,
+    decoded_bytes,
+    default_workers,
+    memory_budget,
+    write_shards,
+)
+from project.data.storage import S3Folder, exists, is_remote, upload_folder
 from project.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -124,7 +133,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             raise UsageError(f"data.num_workers must be >= 0 (0: decode in the training process), got {num_workers}")
         self.streaming, self.num_workers = streaming, num_workers
         self.root = S3Folder(root) if is_remote(root) else Path(root)
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = cache_dir.rstrip("/") if is_remote(cache_dir) else Path(cache_dir)
+        if is_remote(cache_dir) and streaming is False:
+            raise UsageError(f"data.cache_dir {cache_dir} holds shards, which stream: drop data.streaming false")
         self.image_size, self.crop_fraction, self.random_crop_scale = image_size, crop_fraction, random_crop_scale
         self.test_size, self.split_seed = test_size, split_seed
         self.splits_file = Path(splits) if splits is not None else None
@@ -134,7 +145,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 f"data.predict_dir {self.predict_dir} is not a folder: give the folder of images to "
                 "predict (searched recursively)"
             )
-        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+        if isinstance(self.cache_dir, Path) and self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise UsageError(f"data.cache_dir {self.cache_dir} is a file; it must be a folder (made if missing)")
         self._caches: dict[str, Path | None] = {}
         self._predict_listing: list[str] | None = None  # listed once: predict's images and their names agree
@@ -197,7 +208,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         cache = self._cache(split)
         if cache is None:
             return None
-        if cache.is_dir():
+        if str(cache).endswith(".shards"):
             return Shards(str(cache), self._workers())
         cached = torch.load(cache, weights_only=True)
         return cached["images"], cached["labels"]
@@ -205,7 +216,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     def streamed_splits(self) -> set[str]:
         """The splits that stream (see ``streaming``)."""
         listing = self._split_listing()
-        if self.streaming is not True and self.streaming is not False:  # auto: the largest splits stream first
+        if self.streaming == "auto" and not is_remote(self.cache_dir):  # the largest splits stream first
             sizes = {split: decoded_bytes(len(files), self.stored_size) for split, (files, _) in listing.items()}
             streamed, budget = set(), memory_budget()
             for split in sorted(sizes, key=sizes.get, reverse=True):
@@ -213,7 +224,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                     break
                 streamed.add(split)
             return streamed
-        return set(listing) if self.streaming else set()
+        return set(listing) if self.streaming or is_remote(self.cache_dir) else set()
 
     def _workers(self) -> int:
         if self.num_workers is not None:
@@ -354,7 +365,15 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 )
             return None
         files, labels = listing[split]
-        cache = self._cache_file(split, files)
+        if is_remote(self.cache_dir):  # shards kept in the bucket: written by the first run, streamed by all
+            url = f"{self.cache_dir}/{self._cache_name(split, files)}.shards"
+            if not exists(f"{url}/{STATS_FILE}"):  # the last file uploaded
+                with tempfile.TemporaryDirectory() as local:
+                    shards = Path(local) / "split.shards"
+                    write_shards(shards, files, labels, self.stored_size, self.split_seed, split)
+                    upload_folder(shards, url, last=STATS_FILE)
+            return url
+        cache = self.cache_dir / f"{self._cache_name(split, files)}.pt"
         if split in self.streamed_splits():
             cache = cache.with_suffix(".shards")
             if not cache.is_dir():
@@ -382,7 +401,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             labels += [label] * len(found)
         return files, labels
 
-    def _cache_file(self, split: str, files: list[str]) -> Path:
+    def _cache_name(self, split: str, files: list[str]) -> str:
+        """The split's cache name: changes with its files (names, sizes, versions) and the stored size."""
         listing = hashlib.sha256(f"{self.stored_size}".encode())
         prefix = len(str(self.root))
         for file in files:
@@ -392,7 +412,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 stat = os.stat(file)
                 size, version = stat.st_size, stat.st_mtime_ns
             listing.update(f"{file[prefix:]}\0{size}\0{version}\n".encode())
-        return self.cache_dir / f"{self._cache_prefix(split)}{listing.hexdigest()[:16]}.pt"
+        return f"{self._cache_prefix(split)}{listing.hexdigest()[:16]}"
 
     def _cache_prefix(self, split: str) -> str:
         where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming import downloader as litdata_downloader
 from litdata.streaming.cache import Cache
 from litdata.utilities.env import _DistributedEnv
 from PIL import Image
@@ -33,6 +34,7 @@ from torch import Tensor
 from torchvision.io import decode_jpeg
 
 from project.data.decode import decode_image
+from project.data.storage import is_remote, read
 
 JPEG_QUALITY = 95  # visually lossless; the error is below the noise that training augmentation adds
 # Items per chunk: at most about LitData's recommended 64 MB (2,048 JPEGs at 256 px), and at least 32 chunks to
@@ -148,8 +150,14 @@ class Shards:
 
     def __init__(self, folder: str, workers: int) -> None:
         self.folder, self.workers = folder, workers
+        if is_remote(folder) and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+            # LitData reads S3 through obstore where it is installed, whose client refuses plain-HTTP endpoints
+            # (a MinIO without TLS, a local test server); boto3, its other client, does not.
+            litdata_downloader._OBSTORE_AVAILABLE = False
         self._dataset = _whole(StreamingDataset(folder))
-        stats = json.loads((Path(folder) / STATS_FILE).read_text())
+        stats = json.loads(
+            read(f"{folder}/{STATS_FILE}") if is_remote(folder) else (Path(folder) / STATS_FILE).read_text()
+        )
         self.mean, self.std = (torch.tensor(stats[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
         self.image_shape = tuple(_decode(self._dataset[0]["image"]).shape)
 

@@ -1,4 +1,5 @@
-"""Image folders in S3-compatible object storage: ``s3://bucket/photos`` read as a local folder would be.
+"""Image folders in S3-compatible object storage: ``s3://bucket/photos`` read as a local folder would be; and
+shards kept there (``data.cache_dir s3://bucket/cache``) for every machine to stream.
 
 ``S3Folder`` answers what ``ImageFolderDataModule`` asks of a local ``Path`` (``/``, ``is_dir``, ``iterdir``,
 ``name``) from one listing of the bucket under its prefix, made when the folder is first used; ``files`` and
@@ -9,6 +10,7 @@ store (MinIO, Ceph, R2) is named by ``AWS_ENDPOINT_URL``.
 
 import io
 import os
+from pathlib import Path
 from typing import BinaryIO
 
 from project.errors import UsageError
@@ -114,10 +116,43 @@ def _list_objects(url: str) -> dict[str, tuple[int, str]]:
 
 def open_image(url: str) -> BinaryIO:
     """The object at ``url``, read whole, as a file for PIL."""
+    return io.BytesIO(read(url))
+
+
+def read(url: str) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_and_key(url)
     try:
-        return io.BytesIO(_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
     except (BotoCoreError, ClientError) as err:
         raise OSError(f"cannot read {url}: {err}") from None
+
+
+def exists(url: str) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = _bucket_and_key(url)
+    try:
+        _client().head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise UsageError(f"cannot read {url}: {err}") from None
+    except BotoCoreError as err:
+        raise UsageError(f"cannot read {url}: {err}") from None
+
+
+def upload_folder(folder: Path, url: str, last: str) -> None:
+    """Every file of ``folder`` to ``url/<name>``, the one named ``last`` after all others: a reader that finds it
+    finds the rest."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _bucket_and_key(url)
+    files = sorted(folder.iterdir(), key=lambda file: file.name == last)
+    try:
+        for file in files:
+            _client().upload_file(str(file), bucket, f"{prefix}/{file.name}")
+    except (BotoCoreError, ClientError) as err:
+        raise OSError(f"cannot write {url}: {err}") from None
