@@ -55,6 +55,13 @@ def check_checkpoint_file(path: Path, weights_only: bool = True) -> None:
 
 
 def _require_file(path: Path) -> None:
+    if path.is_dir():
+        found = sorted(path.glob("**/last.ckpt"))[:1] or sorted(path.glob("**/*.ckpt"))[:1]
+        raise UsageError(
+            f"--ckpt_path {path} is a folder; give a checkpoint file in it"
+            + (f", e.g. {found[0]}" if found else " (it holds no .ckpt file)")
+            + ", or --ckpt_path last for the newest run's last.ckpt"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"--ckpt_path {path}: no such file. A run's checkpoints are in "
@@ -95,7 +102,7 @@ def newest_last_checkpoint(logger_args: dict, required: bool) -> Path | None:
     root = runs_root(logger_args)
     candidates = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if candidates:
-        print(f"--ckpt_path last: resuming from {candidates[-1]}", file=sys.stderr)
+        print(f"--ckpt_path last: {'using' if required else 'resuming from'} {candidates[-1]}", file=sys.stderr)
         return candidates[-1]
     if required:
         raise FileNotFoundError(

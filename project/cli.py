@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import logging
 import os
 import pickle
 import re
@@ -49,6 +50,15 @@ from project.networks.convnet import ConvNet  # noqa: F401
 from project.networks.pretrained import TimmNet, TorchvisionNet  # noqa: F401
 from project.optim.muon_sgd import MuonSGD  # noqa: F401
 from project.optim.warmup_cosine import WarmupCosine  # noqa: F401
+
+# What Lightning and torch print on every run that concerns none of this template's users: an advertisement
+# for Lightning's cloud logger, and a deprecation inside Lightning's own use of torch's pytree.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+# Evaluating or continuing a checkpoint in a new run directory is how this template works (README, Resume).
+warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
 
 BATCH_COUNTS_OR_FRACTIONS = {f"trainer.limit_{stage}_batches" for stage in ("train", "val", "test", "predict")}
 DEFAULT_RUN_NAME = "default"  # the logger's name when a config sets none; an image folder's run takes its name
@@ -168,6 +178,12 @@ class CLI(LightningCLI):
         gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if trainer.precision is None and gpu and torch.cuda.is_bf16_supported():
             trainer.precision = "bf16-mixed"
+        if str(trainer.precision) in ("16", "16-mixed") and not (gpu or apple_gpu or trainer.accelerator == "mps"):
+            # Lightning would run bf16-mixed instead, while the run's config.yaml said 16-mixed.
+            raise UsageError(
+                f"--trainer.precision {trainer.precision}: float16 autocast needs a GPU; on a CPU use "
+                "--trainer.precision bf16-mixed (or 32-true, the default here)"
+            )
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses a checkpoint callback then
@@ -352,11 +368,29 @@ def _config_files(command_line: list[str]) -> list[str]:
     return [value for flag, value in _flag_values(command_line) if flag == "--config"]
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping, where plain YAML keeps the last without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise UsageError(
+                    f"--config {self.name} gives `{key}` twice (lines {lines[key]} and {line}); "
+                    "YAML would keep only the last: merge the two"
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def _check_config_file(path: str) -> None:
     if not Path(path).is_file():
         return  # jsonargparse says so, with the full path
     try:
-        content = yaml.safe_load(Path(path).read_text())
+        with open(path) as file:
+            content = yaml.load(file, _UniqueKeys)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -27,9 +27,10 @@ class UsageError(ValueError):
 
 
 # What a user can get wrong: the template's own checks, Lightning's configuration checks, the file
-# system (a missing file, a full disk) and a diverging run. Anything else is a bug, in the template or
-# in the user's own code, and keeps its traceback.
-MISTAKES = (UsageError, MisconfigurationException, OSError, FloatingPointError)
+# system (a missing file, a full disk), a package that a configured class needs and that is not installed,
+# and a diverging run. Anything else is a bug, in the template or in the user's own code, and keeps its
+# traceback.
+MISTAKES = (UsageError, MisconfigurationException, OSError, FloatingPointError, ModuleNotFoundError)
 
 
 @contextmanager
@@ -52,6 +53,8 @@ def mistakes_as_one_line() -> Iterator[None]:
                 "another process of this job failed and this one stopped with it; its error is printed above", err
             )
         _tell_other_processes()
+        if isinstance(mistake, ModuleNotFoundError):
+            _exit_with(_missing_package(mistake), err)
         if mistake is not None:
             _exit_with(str(mistake), err)
         raise
@@ -62,6 +65,13 @@ def mistake_in(err: BaseException | None) -> BaseException | None:
     while err is not None and not isinstance(err, MISTAKES):
         err = err.__cause__
     return err
+
+
+def _missing_package(err: ModuleNotFoundError) -> str:
+    # Lightning's optional parts say which requirement and how to install it; a plain import names the module.
+    if err.name is None:
+        return str(err)
+    return f"{err} (a package that the configured classes need): pip install {err.name.split('.')[0]}"
 
 
 def _exit_with(message: str, err: BaseException) -> NoReturn:

@@ -104,3 +104,12 @@ class SignalInSanityCheck(Callback):
     def on_validation_batch_end(self, trainer: Trainer, *args) -> None:
         if trainer.sanity_checking:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class NeedsAMissingPackage(SyntheticDataModule):
+    """A user's datamodule that imports a package this machine lacks when it is built."""
+
+    def __init__(self) -> None:
+        import a_package_nobody_installed  # noqa: F401
+
+        super().__init__()

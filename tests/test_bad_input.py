@@ -84,6 +84,14 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
         (["--trainer.max_epochs", "-1", "--trainer.limit_train_batches", "1.0"], "total_steps must be finite, got inf"),
         (["--data", "ImageFolderDataModule", "--data.root", "missing"], "image folder {cwd}/missing does not exist"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+        (["--trainer.logger", "WandbLogger"], "Requirement 'wandb"),
+        pytest.param(
+            ["--trainer.precision", "16-mixed"],
+            "--trainer.precision 16-mixed: float16 autocast needs a GPU; on a CPU use --trainer.precision bf16-mixed",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there"),
+        ),
+        (["--data", "tests.run_helpers.NeedsAMissingPackage"], "No module named 'a_package_nobody_installed'"),
+        (["--ckpt_path", "."], "--ckpt_path . is a folder; give a checkpoint file in it (it holds no .ckpt file)"),
         (["--ckpt_path", "notes.txt"], "--ckpt_path notes.txt is not a checkpoint"),
         (["--trainer.logger.init_args.save_dir", "notes.txt"], "notes.txt"),
         pytest.param(
@@ -179,6 +187,14 @@ def test_a_bug_in_the_users_own_module_keeps_its_traceback(tmp_path, monkeypatch
         (
             "trainer:\n  max_epochs: 3\n   bad: [1\n",
             "--config broken.yaml is not valid YAML at line 3, column 7: mapping values are not allowed here",
+        ),
+        (
+            "trainer:\n  max_epochs: 3\nmodel:\n  label_smoothing: 0.1\ntrainer:\n  max_steps: 5\n",
+            "broken.yaml gives `trainer` twice (lines 1 and 5); YAML would keep only the last: merge the two",
+        ),
+        (
+            "trainer:\n  max_epochs: 3\n  max_epochs: 4\n",
+            "broken.yaml gives `max_epochs` twice (lines 2 and 3)",
         ),
     ],
 )

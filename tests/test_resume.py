@@ -47,6 +47,17 @@ def test_sigterm_saves_a_resumable_checkpoint_and_says_how_to_resume(interrupted
         in result.stderr
     )
     assert torch.load(workdir / run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STOP_AT
+    assert_quiet(result)
+
+
+# What Lightning and torch print that concerns no user of the template (each seen on every such run before).
+NOISE = ["Tip: For seamless cloud logging", "LeafSpec", "`weights_only` was not set", "exists and is not empty"]
+NOISE += ["The dirpath has changed", "Couldn't infer the batch indices"]
+
+
+def assert_quiet(result):
+    printed = result.stdout + result.stderr
+    assert not [noise for noise in NOISE if noise in printed], printed[-3000:]
 
 
 def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_uninterrupted_run(interrupted, run_dir):
@@ -55,6 +66,7 @@ def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_un
     config = (run / "config.yaml").read_bytes()
     result = run_main("fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, "--ckpt_path", "last", cwd=workdir)
     assert "resuming from logs/synthetic/version_0/checkpoints/last.ckpt" in result.stderr
+    assert_quiet(result)
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # the same run, no new version
     assert (run / "config.yaml").read_bytes() == config and (run / f"config-resumed-at-step{STOP_AT}.yaml").is_file()
     for group in ("pg1", "pg2"):
@@ -64,6 +76,12 @@ def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_un
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)  # bit-identical
     assert [s for s, _ in scalars(run, "val/acc")] == [s for s, _ in scalars(run_dir, "val/acc")]
     assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"  # replaced, no last-v1.ckpt
+
+    # Predicting with the resumed run's checkpoint: it is used, not "resumed", and nothing else is said.
+    result = run_main("predict", "--config", SYNTHETIC, *QUIET, "--ckpt_path", "last", cwd=workdir)
+    assert "--ckpt_path last: using logs/synthetic/version_0/checkpoints/last.ckpt" in result.stderr
+    assert "resuming" not in result.stderr
+    assert_quiet(result)
 
 
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):

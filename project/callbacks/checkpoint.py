@@ -7,6 +7,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from project.errors import UsageError
 
+# A resumed run saves into its own checkpoint directory, which holds its earlier checkpoints by design.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+
 
 class Checkpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` (with ``save_last=True``) follows the run to its end.

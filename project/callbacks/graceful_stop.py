@@ -1,6 +1,7 @@
 """Ctrl-C or SIGTERM during fit: finish the step, save a resumable checkpoint, say how to resume."""
 
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -33,12 +34,13 @@ class GracefulStop(Callback):
             return  # a failure: keep the last good checkpoint rather than save this state; a dry run saves nothing
         directory = Path(trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else trainer.log_dir or ".")
         path = directory / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # all of the state: a resume continues from it
         if trainer.is_global_zero:
             config = Path(trainer.log_dir or ".") / "config.yaml"
             print(
                 f"\nStopped at step {trainer.global_step} (epoch {trainer.current_epoch}); saved {path}.\n"
-                f"Resume with: python main.py fit --config {config} --ckpt_path {path}",
+                f"Resume with: python main.py fit --config {shlex.quote(str(config))} "
+                f"--ckpt_path {shlex.quote(str(path))}",
                 file=sys.stderr,
             )
 

@@ -2,12 +2,16 @@
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+# The rows are named from the datamodule (image_names, predicted_indices), not from Lightning's batch indices.
+warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
 
 
 class PredictionWriter(BasePredictionWriter):
