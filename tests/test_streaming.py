@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_resume import assert_quiet
 
 from conftest import QUIET, REPO, SYNTHETIC, scalars, write_image_folder
 from project.data.image_folder import ImageFolderDataModule
@@ -100,8 +101,9 @@ def load(checkpoint: Path) -> dict:
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory):
     """The folder's shards, written once in this process; then, two at a time: an uninterrupted fit and the same
-    fit stopped by SIGTERM at step 11; the stopped run resumed with ``--ckpt_path last`` and a predict with the
-    uninterrupted run's last.ckpt on its streamed test split, in batches of 5 (3 batches, 2 workers)."""
+    fit stopped by SIGTERM at step 11; the stopped run resumed with ``--ckpt_path last``, and a predict with
+    ``--ckpt_path last`` (the uninterrupted run's) on its streamed test split, in batches of 5 (3 batches, 2 workers)
+    """
     work = tmp_path_factory.mktemp("streamed")
     root, cache = write_folder(work / "photos"), work / "cache"
     written = io.StringIO()
@@ -118,10 +120,10 @@ def streamed(tmp_path_factory):
     succeeded(full)
     run = work / "uninterrupted" / "logs" / "photos" / "version_0"
     at_stop = load(work / "interrupted" / "logs" / "photos" / "version_0" / "checkpoints" / "last.ckpt")
-    checkpoint = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    predict = ["predict", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--data.batch_size", "5"]
     resumed, predicted = run_together(
         (work / "interrupted", [*fit_flags(root, cache), "--ckpt_path", "last"]),
-        (work / "uninterrupted", ["predict", *checkpoint, "--data.batch_size", "5", *QUIET]),
+        (work / "uninterrupted", [*predict, *QUIET]),
     )
     return {
         "work": work,
@@ -253,6 +255,13 @@ def test_the_streamed_run_draws_its_pictures_and_exports(streamed, test_images, 
     images = torch.stack([image for image, _, _ in test_images.values()])
     expected = torch.stack([probabilities for _, _, probabilities in test_images.values()])
     torch.testing.assert_close(torch.export.load(output).module()(images), expected, rtol=0, atol=1e-5)
+
+
+def test_the_runs_print_none_of_lightnings_noise_and_predict_says_which_checkpoint_it_uses(streamed):
+    for run in ("full", "stopped", "resumed", "predicted"):
+        assert_quiet(streamed[run])
+    assert "--ckpt_path last: using logs/photos/version_0/checkpoints/last.ckpt" in streamed["predicted"].stderr
+    assert "resuming" not in streamed["predicted"].stderr
 
 
 def test_the_runs_read_the_shards_written_once(streamed):

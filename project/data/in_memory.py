@@ -4,7 +4,7 @@ A split is held in memory (one uint8 tensor on the training device), or, when to
 from shards (``project/data/shards.py``); both give the same batches and go through the same augmentation."""
 
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -13,12 +13,15 @@ from torch import Tensor
 
 from project.data.augment import center_crop, random_resized_crop, random_shift_and_flip
 from project.data.batches import TensorBatches
-from project.data.shards import ShardBatches, Shards, std_mean_of_levels
+from project.data.shards import Shards, std_mean_of_levels
 from project.errors import UsageError
 
 Split = tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
-Batches = TensorBatches | ShardBatches
 Flip = Literal["random", "alternating", "none"]
+if TYPE_CHECKING:  # imported where a split streams: a run that streams nothing does not load LitData
+    from project.data.shard_batches import ShardBatches
+
+    Batches = TensorBatches | ShardBatches
 
 # Lightning warns on every mid-epoch resume unless the loader itself has a state_dict; the
 # datamodule's state_dict below restores the position instead (Lightning prefetches a batch, so a
@@ -125,7 +128,7 @@ class InMemoryImageDataModule(LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self.augment_rng = torch.Generator(device).manual_seed(torch.initial_seed() + rank)
 
-    def train_dataloader(self) -> Batches:
+    def train_dataloader(self) -> "Batches":
         # drop_last: a last tiny batch gives noisy BatchNorm statistics and an outsized step.
         world_size = self.trainer.world_size if self.trainer else 1
         per_device = _length(self.splits["train"]) // world_size
@@ -150,7 +153,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.resume_epoch, self.resume_batch = None, 0
         return batches
 
-    def _batches(self, split: str, shuffle: bool, drop_last: bool) -> Batches:
+    def _batches(self, split: str, shuffle: bool, drop_last: bool) -> "Batches":
         """Under DDP, training batches are sharded across ranks (disjoint, the same count on every rank);
         every rank evaluates the whole of the other splits."""
         data, seed = self.splits[split], torch.initial_seed()
@@ -176,13 +179,13 @@ class InMemoryImageDataModule(LightningDataModule):
             self.resume_epoch, self.resume_batch = state_dict.get("epoch", 0), state_dict["batch"]
             self.augment_rng.set_state(state_dict["augment_rng"])
 
-    def val_dataloader(self) -> Batches:
+    def val_dataloader(self) -> "Batches":
         return self._batches("val", shuffle=False, drop_last=False)
 
-    def test_dataloader(self) -> Batches:
+    def test_dataloader(self) -> "Batches":
         return self._batches("test", shuffle=False, drop_last=False)
 
-    def predict_dataloader(self) -> Batches:
+    def predict_dataloader(self) -> "Batches":
         self.predicted_indices = []
         return self._batches("predict" if "predict" in self.splits else "test", shuffle=False, drop_last=False)
 

@@ -1,4 +1,6 @@
-"""Splits too large for memory: written once as LitData shards, streamed back in batches by DataLoader workers.
+"""Splits too large for memory: written once as LitData shards, streamed back in batches by DataLoader workers
+(``ShardBatches``, ``project/data/shard_batches.py``). LitData is imported where it is used: a run that streams
+nothing does not load it.
 
 Each image is stored as the in-memory path would hold it (upright RGB, short side resized to the stored size,
 centre square: ``project/data/decode.py``), re-encoded as a JPEG at quality 95 (1/17 of the decoded bytes on
@@ -22,13 +24,10 @@ import warnings
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from litdata import StreamingDataLoader, StreamingDataset
-from litdata.streaming import downloader as litdata_downloader
-from litdata.streaming.cache import Cache
-from litdata.utilities.env import _DistributedEnv
 from PIL import Image
 from torch import Tensor
 from torchvision.io import decode_jpeg
@@ -36,13 +35,15 @@ from torchvision.io import decode_jpeg
 from project.data.decode import decode_image
 from project.data.storage import is_remote, read
 
+if TYPE_CHECKING:
+    from project.data.shard_batches import ShardBatches
+
 JPEG_QUALITY = 95  # visually lossless; the error is below the noise that training augmentation adds
 # Items per chunk: at most about LitData's recommended 64 MB (2,048 JPEGs at 256 px), and at least 32 chunks to
 # a split. LitData shuffles the order of chunks, then items within each; with one chunk, the items that an even
 # number of batches leaves over would be the same ones every epoch.
 MAX_CHUNK_ITEMS, MIN_CHUNKS = 2048, 32
 STATS_FILE = "channel_stats.json"
-ONE_PROCESS = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
 
 # LitData's loader divides the work among its workers itself, which Lightning cannot see.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -72,8 +73,10 @@ def _write(folder: Path, files: list[str], labels: list[int], side: int, seed: i
     # Items are written in a shuffled order: LitData shuffles chunks and the items within each, so a folder
     # listed class by class would otherwise give each worker's batches a few classes only.
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    from litdata.streaming.cache import Cache
+
     writer = Cache(str(folder), chunk_size=max(1, min(MAX_CHUNK_ITEMS, -(-len(files) // MIN_CHUNKS))))
-    writer._writer._distributed_env = ONE_PROCESS  # under DDP, prepare_data runs on one rank: merge waits for none
+    writer._writer._distributed_env = _one_process()  # under DDP, prepare_data runs on one rank: merge waits for none
     inputs = [(index, files[index], labels[index]) for index in order]
     start, shown = time.monotonic(), 0.0
     counts = torch.zeros(3, 256, dtype=torch.int64)  # per channel, how many pixels have each level
@@ -125,9 +128,15 @@ def std_mean_of_levels(counts: Tensor) -> tuple[Tensor, Tensor]:
     return std, mean.float().view(1, -1, 1, 1)
 
 
-def _whole(dataset: StreamingDataset) -> StreamingDataset:
-    """``dataset`` read whole: LitData detects DDP itself and would give this rank only its part."""
-    dataset.distributed_env = ONE_PROCESS
+def _one_process():
+    from litdata.utilities.env import _DistributedEnv
+
+    return _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
+
+
+def _whole(dataset):
+    """A LitData ``StreamingDataset`` read whole: LitData detects DDP itself and would give this rank only its part."""
+    dataset.distributed_env = _one_process()
     return dataset
 
 
@@ -149,6 +158,9 @@ class Shards:
     """One split's shards: its size, channel statistics, decoded images by index, and its batches."""
 
     def __init__(self, folder: str, workers: int) -> None:
+        from litdata import StreamingDataset
+        from litdata.streaming import downloader as litdata_downloader
+
         self.folder, self.workers = folder, workers
         if is_remote(folder) and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
             # LitData reads S3 through obstore where it is installed, whose client refuses plain-HTTP endpoints
@@ -171,6 +183,10 @@ class Shards:
     def batches(
         self, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0, sharded: bool = True
     ) -> "ShardBatches":
+        from litdata import StreamingDataset
+
+        from project.data.shard_batches import ShardBatches
+
         """Batches of the split. ``sharded``: under DDP each rank streams its own part of it (LitData's
         chunk assignment; training); otherwise every rank streams all of it (evaluation, as in memory)."""
         dataset = StreamingDataset(self.folder, shuffle=shuffle, seed=seed % 2**32)  # numpy's seeds are 32-bit
@@ -185,30 +201,6 @@ class Shards:
             drop_last=drop_last,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,  # LitData's workers are not told to stop: a dropped loader waits 5 s per worker
-        )
-
-
-class ShardBatches(StreamingDataLoader):
-    """LitData's loader, started at a given epoch and batch: where the trainer's own progress says a run
-    stopped. LitData's saved position counts the batches its loader handed out, one ahead of the trainer's
-    (Lightning fetches the next batch before the step), so the position is set from the trainer's count."""
-
-    def start_at(self, epoch: int, batch: int) -> None:
-        """The next pass is epoch ``epoch`` (the trainer's, from 0), from its ``batch``-th batch."""
-        if batch == 0:
-            self.current_epoch = epoch  # LitData counts passes from 1 and adds one as a pass begins
-            return
-        samples = batch * self.batch_size
-        state = self.dataset.state_dict(samples, self.num_workers, self.batch_size)
-        state["current_epoch"] = epoch + 1
-        workers = max(self.num_workers, 1)
-        self.load_state_dict(
-            {
-                "dataset": state,
-                "current_epoch": epoch + 1,
-                "num_samples_yielded": samples,
-                "latest_worker_idx": (batch - 1) % workers,  # the worker that made the last batch done
-            }
         )
 
 
