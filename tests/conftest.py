@@ -42,6 +42,27 @@ def run_main(
     return result
 
 
+def run_mains(*runs: tuple[Path, list[str]], env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """`python main.py ARGS` in ``cwd`` for each ``(cwd, ARGS)``, all at once, as ``run_main`` runs one: each
+    process spends seconds starting up and waiting, which the others use. Exit statuses are the caller's to check."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "main.py"), *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cwd, args in runs
+    ]
+    results = []
+    for (_, args), process in zip(runs, started):
+        stdout, stderr = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return results
+
+
 def run_in_process(monkeypatch, *args: str) -> None:
     """`python main.py ARGS` in this process (faster than a new one; the current directory is the caller's)."""
     import project.cli

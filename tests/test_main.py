@@ -6,7 +6,7 @@ import csv
 import pytest
 import torch
 
-from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_in_process, run_main, scalars
+from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_in_process, run_mains, scalars
 from project.data.synthetic import SyntheticDataModule
 
 # configs/synthetic.yaml: 2048 - 512 validation images, batch 64 -> 24 steps per epoch, 3 epochs.
@@ -77,35 +77,38 @@ def test_help_and_print_config_show_the_scheduler(monkeypatch, capsys):
     assert "WarmupCosine" in config and "warmup_steps" in config and "total_steps" in config
 
 
-def test_cifar10_without_network_stops_with_one_clear_message(tmp_path):
-    data_dir = tmp_path / "empty"
-    offline = {
-        "https_proxy": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "http_proxy": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9",
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory):
+    """Real `python main.py` processes given a mistake each, started at once (offline: no proxy answers):
+    name -> (working directory, CompletedProcess)."""
+    workdirs = {name: tmp_path_factory.mktemp(name) for name in ("no_cifar", "bad_value", "wrong_type")}
+    runs = {
+        "no_cifar": [
+            "--config",
+            str(REPO / "configs" / "cifar.yaml"),
+            "--data.data_dir",
+            str(workdirs["no_cifar"] / "empty"),
+        ],
+        "bad_value": ["--config", SYNTHETIC, *QUIET, "--model.scheduler.warmup_steps", "500"],
+        "wrong_type": ["--config", SYNTHETIC, "--model.optimizer.lr", "nan"],
     }
-    result = run_main(
-        "fit",
-        "--config",
-        str(REPO / "configs" / "cifar.yaml"),
-        "--data.data_dir",
-        str(data_dir),
-        cwd=tmp_path,
-        env=offline,
-        check=False,
-    )
+    offline = {name: "http://127.0.0.1:9" for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")}
+    results = run_mains(*((workdirs[name], ["fit", *args]) for name, args in runs.items()), env=offline)
+    return {name: (workdirs[name], result) for name, result in zip(runs, results)}
+
+
+def test_cifar10_without_network_stops_with_one_clear_message(mistakes):
+    tmp_path, result = mistakes["no_cifar"]
+    data_dir = tmp_path / "empty"
     assert result.returncode != 0
     assert f"CIFAR-10 was not found in data_dir='{data_dir}'" in result.stderr
     assert "cifar-10-batches-py" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_a_bad_value_is_one_clear_error(tmp_path):
+def test_a_bad_value_is_one_clear_error(mistakes):
     # tests/test_bad_input.py tries every listed mistake in-process; this is the real `python main.py`.
-    result = run_main(
-        "fit", "--config", SYNTHETIC, *QUIET, "--model.scheduler.warmup_steps", "500", cwd=tmp_path, check=False
-    )
+    _, result = mistakes["bad_value"]
     assert result.returncode == 1
     assert result.stderr.rstrip().endswith(
         "error: WarmupCosine: total_steps must be >= 1 and >= warmup_steps (500), "
@@ -116,9 +119,9 @@ def test_a_bad_value_is_one_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(tmp_path, monkeypatch, capsys):
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_setting(mistakes, tmp_path, monkeypatch, capsys):
     # jsonargparse's own message is 19 nested lines here; TRACEBACK=1 still shows it.
-    result = run_main("fit", "--config", SYNTHETIC, "--model.optimizer.lr", "nan", cwd=tmp_path, check=False)
+    _, result = mistakes["wrong_type"]
     assert result.returncode == 2
     assert result.stderr == (
         "error: model.optimizer.lr: Expected a float. Got value: nan\n"

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import QUIET, SYNTHETIC, run_in_process, run_main, scalars
+from conftest import QUIET, SYNTHETIC, run_in_process, run_main, run_mains, scalars
 
 # configs/synthetic.yaml: 24 steps per epoch, warmup 10, 72 steps. Step 5 is mid-warmup and mid-epoch.
 STOP_AT = 5
@@ -26,13 +26,24 @@ def load_weights(checkpoint):
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
+def signalled(tmp_path_factory):
+    """Runs stopped by a signal, started at once: name -> (working directory, CompletedProcess)."""
+    runs = {
+        "interrupted": [*LOG_EVERY_STEP, *stop_at(STOP_AT, "SIGTERM")],
+        "ctrl_c": stop_at(3, "SIGINT"),
+        "in_validation": ["--trainer.callbacks+=tests.run_helpers.SignalInValidation"],
+        "in_sanity_check": ["--trainer.callbacks+=tests.run_helpers.SignalInSanityCheck"],
+    }
+    workdirs = {name: tmp_path_factory.mktemp(name) for name in runs}
+    results = run_mains(*((workdirs[name], ["fit", "--config", SYNTHETIC, *QUIET, *runs[name]]) for name in runs))
+    return {name: (workdirs[name], result) for name, result in zip(runs, results)}
+
+
+@pytest.fixture(scope="module")
+def interrupted(signalled):
     """A run stopped by SIGTERM at step 5, and a copy of its checkpoint outside the run (resuming a copy
     starts a new run directory; resuming the run's own last.ckpt continues the run)."""
-    workdir = tmp_path_factory.mktemp("interrupted")
-    result = run_main(
-        "fit", "--config", SYNTHETIC, *LOG_EVERY_STEP, *QUIET, *stop_at(STOP_AT, "SIGTERM"), cwd=workdir, check=False
-    )
+    workdir, result = signalled["interrupted"]
     shutil.copy(workdir / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt", workdir / "step5.ckpt")
     return workdir, result
 
@@ -78,39 +89,23 @@ def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_un
     assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"  # replaced, no last-v1.ckpt
 
 
-def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
-    result = run_main("fit", "--config", SYNTHETIC, *QUIET, *stop_at(3, "SIGINT"), cwd=tmp_path, check=False)
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(signalled):
+    tmp_path, result = signalled["ctrl_c"]
     assert result.returncode == 143 and "Stopped at step 3 (epoch 0)" in result.stderr
     assert "KeyboardInterrupt" not in result.stderr
     checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
 
 
-def test_sigterm_during_validation_stops_there_with_a_checkpoint(tmp_path):
-    result = run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *QUIET,
-        "--trainer.callbacks+=tests.run_helpers.SignalInValidation",
-        cwd=tmp_path,
-        check=False,
-    )
+def test_sigterm_during_validation_stops_there_with_a_checkpoint(signalled):
+    tmp_path, result = signalled["in_validation"]
     assert result.returncode == 143 and "Stopped at step 24 (epoch 0)" in result.stderr  # the first validation
     checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 24
 
 
-def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_checkpoint(tmp_path):
-    result = run_main(
-        "fit",
-        "--config",
-        SYNTHETIC,
-        *QUIET,
-        "--trainer.callbacks+=tests.run_helpers.SignalInSanityCheck",
-        cwd=tmp_path,
-        check=False,
-    )
+def test_sigterm_during_the_sanity_check_stops_before_the_first_step_with_a_checkpoint(signalled):
+    tmp_path, result = signalled["in_sanity_check"]
     assert result.returncode == 143 and "Stopped at step 0 (epoch 0)" in result.stderr
     checkpoint = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 0

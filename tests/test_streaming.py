@@ -22,7 +22,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_resume import assert_quiet
 
-from conftest import QUIET, REPO, SYNTHETIC, scalars, write_image_folder
+from conftest import QUIET, SYNTHETIC, run_mains, scalars, write_image_folder
 from project.data.image_folder import ImageFolderDataModule
 from project.data.shards import Shards, write_shards
 from project.export import main as export_main
@@ -47,21 +47,6 @@ def fit_flags(root: Path, cache: Path) -> list[str]:
         *["--data.cache_dir", str(cache), "--trainer.logger.init_args.name", "photos"],
         *["--trainer.max_epochs", str(EPOCHS), "--model.scheduler.warmup_steps", "2", *QUIET],
     ]
-
-
-def run_together(*runs: tuple[Path, list[str]]) -> list[subprocess.CompletedProcess]:
-    """`python main.py ARGS` in ``cwd`` for each ``(cwd, ARGS)``, all at once (the machine has cores to spare
-    while each starts up), as conftest's ``run_main`` does one."""
-    started = [
-        (args, subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-        for cwd, args in runs
-    ]  # fmt: skip
-    results = []
-    for args, process in started:
-        stdout, stderr = process.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
-    return results
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -114,14 +99,14 @@ def streamed(tmp_path_factory):
     (work / "uninterrupted").mkdir()
     (work / "interrupted").mkdir()
     stop = ["--trainer.callbacks+=tests.run_helpers.SignalAtStep", f"--trainer.callbacks.step={STOP_AT}"]
-    full, stopped = run_together(
+    full, stopped = run_mains(
         (work / "uninterrupted", fit_flags(root, cache)), (work / "interrupted", [*fit_flags(root, cache), *stop])
     )
     succeeded(full)
     run = work / "uninterrupted" / "logs" / "photos" / "version_0"
     at_stop = load(work / "interrupted" / "logs" / "photos" / "version_0" / "checkpoints" / "last.ckpt")
     predict = ["predict", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--data.batch_size", "5"]
-    resumed, predicted = run_together(
+    resumed, predicted = run_mains(
         (work / "interrupted", [*fit_flags(root, cache), "--ckpt_path", "last"]),
         (work / "uninterrupted", [*predict, *QUIET]),
     )
