@@ -1,5 +1,7 @@
 """What a run's TensorBoard shows: pictures, hyperparameters with the final accuracy, images per second."""
 
+import warnings
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,3 +85,24 @@ def test_throughput_monitor_logs_images_per_second(run):
 def test_images_of_an_unknown_normalization_are_stretched_to_the_unit_range():
     images = _displayable(torch.tensor([-2.0, 0.0, 6.0]).view(1, 1, 1, 3).expand(2, 3, 1, 3), datamodule=None)
     assert torch.equal(images, torch.tensor([0.0, 0.25, 1.0]).view(1, 1, 1, 3).expand(2, 3, 1, 3))
+
+
+@pytest.mark.parametrize("model", ["BoringModel", "DemoModel"])
+def test_the_pictures_step_aside_with_one_note_for_lightnings_demo_classes(model, tmp_path, monkeypatch):
+    # Their batches are (N, 32) tensors, not (images, labels): the README promises any module and datamodule.
+    monkeypatch.chdir(tmp_path)
+    demos = "pytorch_lightning.demos.boring_classes"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_in_process(
+            monkeypatch,
+            *["fit", "--model", f"{demos}.{model}", "--data", f"{demos}.BoringDataModule", *QUIET],
+            *["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"],
+            *["--checkpoint.monitor", "null", "--trainer.log_every_n_steps", "1"],
+        )
+    notes = [str(w.message) for w in caught if "TensorBoardPictures" in str(w.message)]
+    assert notes == [
+        "TensorBoardPictures draws an image classifier's batches, and the training batches are not "
+        "(images (N, C, H, W), labels (N,)): no pictures"
+    ]
+    assert (tmp_path / "logs" / "default" / "version_0" / "checkpoints" / "last.ckpt").is_file()

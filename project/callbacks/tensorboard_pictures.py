@@ -57,6 +57,8 @@ class TensorBoardPictures(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         if self.grid_pending:
             self.grid_pending = False
+            if _images_and_labels(batch) is None:
+                return self._step_aside("the training batches are not (images (N, C, H, W), labels (N,))")
             images = _displayable(batch[0][: self.grid_images], trainer.datamodule)
             self.writer.add_image("train/augmented_images", make_grid(images), _logging_step(trainer))
 
@@ -70,10 +72,11 @@ class TensorBoardPictures(Callback):
     ) -> None:
         if self.writer is None or trainer.sanity_checking:
             return
-        if not isinstance(outputs, Tensor):
-            warnings.warn("TensorBoardPictures needs validation_step to return the logits: no validation pictures")
-            return
-        images, labels = batch
+        if _images_and_labels(batch) is None:
+            return self._step_aside("the validation batches are not (images (N, C, H, W), labels (N,))")
+        images, labels = _images_and_labels(batch)
+        if not isinstance(outputs, Tensor) or outputs.shape[:1] != labels.shape or outputs.dim() != 2:
+            return self._step_aside("validation_step does not return the logits (N, classes)")
         predictions = outputs.argmax(dim=-1)
         if self.confusion is None:
             # Rank 0 alone counts, so no syncing (it would wait for ranks that never compute): under DDP the
@@ -97,6 +100,23 @@ class TensorBoardPictures(Callback):
         if len(images):
             figure = _titled_images(_displayable(images, trainer.datamodule), labels, predictions, names)
             self.writer.add_figure("val/misclassified", figure, step)
+
+    def _step_aside(self, why: str) -> None:
+        """This run is not an image classifier's: no pictures, said once."""
+        warnings.warn(f"TensorBoardPictures draws an image classifier's batches, and {why}: no pictures")
+        self.writer, self.grid_pending = None, False
+
+
+def _images_and_labels(batch) -> tuple[Tensor, Tensor] | None:
+    """A batch's images and labels, if it is ``(images (N, C, H, W) with 1 or 3 channels, labels (N,), ...)``."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        return None
+    images, labels = batch[0], batch[1]
+    if not (isinstance(images, Tensor) and isinstance(labels, Tensor)) or images.dim() != 4 or labels.dim() != 1:
+        return None
+    if images.shape[1] not in (1, 3) or len(images) != len(labels) or labels.is_floating_point():
+        return None
+    return images, labels
 
 
 def _logging_step(trainer: Trainer) -> int:

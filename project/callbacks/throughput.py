@@ -8,5 +8,6 @@ warnings.filterwarnings("ignore", message="When using the `ThroughputMonitor`, y
 
 
 def images_in_batch(batch) -> int:
-    """``ThroughputMonitor(batch_size_fn=images_in_batch)``: a batch is ``(images, labels)``."""
-    return len(batch[0])
+    """``ThroughputMonitor(batch_size_fn=images_in_batch)``: a batch is ``(images, labels)``; any other kind
+    (a module of your own) counts its first tensor's rows."""
+    return len(batch[0] if isinstance(batch, (tuple, list)) else batch)
