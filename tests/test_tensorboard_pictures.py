@@ -6,9 +6,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from conftest import QUIET, SYNTHETIC, run_in_process, scalars
-from project.callbacks.tensorboard_pictures import _displayable
+from project.callbacks.tensorboard_pictures import _confusion_figure, _displayable
 
 TRAIN_STEPS_PER_EPOCH, EPOCHS = 6, 2
 THROUGHPUT_WINDOW = 10  # the CLI's ThroughputMonitor: a rate once 10 steps are in its window
@@ -106,3 +107,18 @@ def test_the_pictures_step_aside_with_one_note_for_lightnings_demo_classes(model
         "(images (N, C, H, W), labels (N,)): no pictures"
     ]
     assert (tmp_path / "logs" / "default" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("classes", [10, 120])
+def test_the_confusion_matrix_stays_readable_with_many_classes(classes):
+    confusion = MulticlassConfusionMatrix(classes)
+    confusion.update(torch.arange(500) % classes, torch.arange(500) * 7 % classes)
+    names = [f"class_{i}" for i in range(classes)]
+    figure = _confusion_figure(confusion, names)
+    [matrix, *colour_bar] = figure.axes
+    shown = [label.get_text() for label in matrix.get_xticklabels()]
+    if classes == 10:  # every class named, its counts in the cells, no colour bar
+        assert shown == names and len(matrix.texts) == 100 and not colour_bar
+    else:  # 40 names at most, evenly spaced from the first; counts read from a colour bar
+        assert 20 <= len(shown) <= 40 and shown[0] == "class_0" and set(shown) <= set(names)
+        assert not matrix.texts and len(colour_bar) == 1

@@ -14,6 +14,9 @@ from torchvision.utils import make_grid
 
 from project.data.in_memory import InMemoryImageDataModule
 
+COUNTED_CLASSES = 20  # the confusion matrix writes its counts up to this many classes, and shows a colour bar past it
+NAMED_CLASSES = 40  # and names every class up to this many
+
 
 class TensorBoardPictures(Callback):
     """Adds to the IMAGES tab of the run's TensorBoard logger:
@@ -137,10 +140,17 @@ def _displayable(images: Tensor, datamodule: LightningDataModule | None) -> Tens
 
 def _confusion_figure(confusion: MulticlassConfusionMatrix, names: list[str]) -> Figure:
     classes = len(names)
-    # Counts in the cells while they can be read; torchmetrics writes them at 15 points.
+    # Counts in the cells while they can be read (torchmetrics writes them at 15 points), a colour bar past that.
     size = min(3 + 0.6 * classes, 20)
     figure = Figure(figsize=(size, size), layout="constrained")
-    confusion.plot(ax=figure.subplots(), labels=names, add_text=classes <= 20)
+    ax = figure.subplots()
+    confusion.plot(ax=ax, labels=names, add_text=classes <= COUNTED_CLASSES)
+    if classes > COUNTED_CLASSES:
+        figure.colorbar(ax.images[0], ax=ax, shrink=0.8, label="images")
+    if classes > NAMED_CLASSES:  # more names would overlap, even at 20 inches: every k-th class is named
+        ticks = list(range(0, classes, math.ceil(classes / NAMED_CLASSES)))
+        ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90)
+        ax.set_yticks(ticks, [names[i] for i in ticks])
     return figure
 
 
