@@ -7,11 +7,13 @@ import pickle
 import sys
 import warnings
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.plugins import TorchCheckpointIO
 from torch import nn
 
@@ -212,6 +214,21 @@ class ResumeReport(Callback):
                 )
         self._checkpoint = None
         warn_not_applied(not_applied, note)
+        _warn_time_spent(trainer)
+
+
+def _warn_time_spent(trainer) -> None:
+    """Lightning's ``max_time`` counts the whole run's training time, across resumes: a resume whose run has
+    spent it trains no step, and exits as if it had finished."""
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        spent = timedelta(seconds=round(timer.time_elapsed()))
+        warnings.warn(
+            f"--trainer.max_time counts the run's training time across resumes, and this run has spent "
+            f"{spent} of its {timedelta(seconds=round(timer.time_elapsed() - remaining))}: this resume trains no "
+            "step. To go on, give a longer --trainer.max_time (DD:HH:MM:SS)"
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

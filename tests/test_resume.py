@@ -220,3 +220,15 @@ def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path, monkeypa
     )
     assert "--ckpt_path last: no run under logs/synthetic/ yet; starting one" in capsys.readouterr().err
     assert torch.load(tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+def test_a_resume_whose_max_time_is_spent_says_why_it_trains_nothing(interrupted, monkeypatch):
+    workdir, _ = interrupted
+    monkeypatch.chdir(workdir)
+    spent = ["--ckpt_path", "step5.ckpt", "--trainer.max_time", "00:00:00:00"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_in_process(monkeypatch, "fit", "--config", SYNTHETIC, *QUIET, *spent)
+    notes = [str(w.message) for w in caught if "max_time" in str(w.message)]
+    assert len(notes) == 1 and "this resume trains no step" in notes[0], notes
+    assert "of its 0:00:00" in notes[0]
