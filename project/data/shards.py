@@ -183,12 +183,12 @@ class Shards:
     def batches(
         self, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0, sharded: bool = True
     ) -> "ShardBatches":
+        """Batches of the split. ``sharded``: under DDP each rank streams its own part of it (LitData's
+        chunk assignment; training); otherwise every rank streams all of it (evaluation, as in memory)."""
         from litdata import StreamingDataset
 
         from project.data.shard_batches import ShardBatches
 
-        """Batches of the split. ``sharded``: under DDP each rank streams its own part of it (LitData's
-        chunk assignment; training); otherwise every rank streams all of it (evaluation, as in memory)."""
         dataset = StreamingDataset(self.folder, shuffle=shuffle, seed=seed % 2**32)  # numpy's seeds are 32-bit
         if not sharded:
             _whole(dataset)
