@@ -28,6 +28,7 @@ class S3Folder:
     def __init__(self, url: str, listing: dict[str, tuple[int, str]] | None = None) -> None:
         self.url = url.rstrip("/")
         self._listing = listing
+        self._children: dict[str, dict[str, tuple[int, str]]] | None = None
 
     @property
     def listing(self) -> dict[str, tuple[int, str]]:
@@ -37,10 +38,13 @@ class S3Folder:
         return self._listing
 
     def __truediv__(self, name: str) -> "S3Folder":
-        prefix = f"{name}/"
-        return S3Folder(
-            f"{self.url}/{name}", {key[len(prefix) :]: v for key, v in self.listing.items() if key.startswith(prefix)}
-        )
+        if self._children is None:  # grouped once, in one pass: a bucket may hold millions of images
+            self._children = {}
+            for key, value in self.listing.items():
+                child, _, rest = key.partition("/")
+                if rest:
+                    self._children.setdefault(child, {})[rest] = value
+        return S3Folder(f"{self.url}/{name}", self._children.get(name, {}))
 
     def __str__(self) -> str:
         return self.url
