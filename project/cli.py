@@ -167,6 +167,12 @@ class CLI(LightningCLI):
                 "TensorBoard logger or name another, e.g. --trainer.logger "
                 "pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir logs"
             )
+        if trainer.barebones:  # Lightning would refuse the logger and callbacks, and name settings that are refused too
+            raise UsageError(
+                "--trainer.barebones true turns off the logger, checkpoints and callbacks that a run of this template "
+                "is made of (its directory, last.ckpt, resume); leave it off. For the bare loop's speed, "
+                "benchmarks/loop_overhead.py measures the template against bare Lightning"
+            )
         apple_gpu = trainer.accelerator == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes it
         if trainer.accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or apple_gpu):
             raise UsageError(

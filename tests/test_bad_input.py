@@ -85,6 +85,7 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
         (["--data", "ImageFolderDataModule", "--data.root", "missing"], "image folder {cwd}/missing does not exist"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
         (["--trainer.logger", "WandbLogger"], "Requirement 'wandb"),
+        (["--trainer.barebones", "true"], "--trainer.barebones true turns off the logger, checkpoints and callbacks"),
         pytest.param(
             ["--trainer.precision", "16-mixed"],
             "--trainer.precision 16-mixed: float16 autocast needs a GPU; on a CPU use --trainer.precision bf16-mixed",
