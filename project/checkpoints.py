@@ -171,14 +171,30 @@ class ResumeReport(Callback):
     The checkpoint wins for all that defines the run so far: the model's settings (LightningCLI
     rebuilds the model from its hyperparameters; the CLI passes the given values that lost), the
     optimizers' hyperparameters, and the schedulers' state, so a schedule keeps its length.
+
+    It also keeps the resumed run's logged points at the steps an uninterrupted run logs them at
+    (``on_train_epoch_end``).
     """
 
     def __init__(self, model_not_applied: list[str]) -> None:
         self.model_not_applied = model_not_applied
         self._checkpoint: dict | None = None
+        self._restored_step: int | None = None  # the loaded checkpoint's, until the first epoch end after it
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._checkpoint = checkpoint
+        self._restored_step = checkpoint.get("global_step")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Lightning 2.6 restarts a checkpoint taken at an epoch's end with its logging step one ahead of the
+        # optimizer step (it adds one that the checkpoint already counts): every point the resumed run logged would
+        # sit one step late, and its first step's would be missing. The logging step is set back, before the
+        # next epoch logs anything. (A checkpoint taken mid-epoch restarts right; then they are equal here.)
+        loop = trainer.fit_loop.epoch_loop
+        if self._restored_step is not None and pl_module.automatic_optimization:
+            if self._restored_step == trainer.global_step and loop._batches_that_stepped == trainer.global_step + 1:
+                loop._batches_that_stepped = trainer.global_step
+        self._restored_step = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # Lightning calls this after building the optimizers and schedulers from this run's config,

@@ -20,15 +20,14 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 # Imported so that configs and flags can name these classes by their short names
 # (`class_path: WarmupCosine`, `--data SyntheticDataModule`).
 from project.callbacks.checkpoint import Checkpoint
-from project.callbacks.finite_loss import StopOnNonFiniteLoss
+from project.callbacks.finite_loss import StopOnNonFiniteLoss  # noqa: F401
 from project.callbacks.freeze_body import FreezeBody  # noqa: F401
-from project.callbacks.graceful_stop import GracefulStop
-from project.callbacks.hparams_metric import HparamsMetric
+from project.callbacks.graceful_stop import GracefulStop  # noqa: F401
+from project.callbacks.hparams_metric import HparamsMetric  # noqa: F401
 from project.callbacks.lookahead import Lookahead  # noqa: F401
-from project.callbacks.prediction_writer import PredictionWriter
+from project.callbacks.prediction_writer import PredictionWriter  # noqa: F401
 from project.callbacks.run_directory import RunDirectory
-from project.callbacks.tensorboard_pictures import TensorBoardPictures
-from project.callbacks.throughput import images_in_batch
+from project.callbacks.tensorboard_pictures import TensorBoardPictures  # noqa: F401
 from project.checkpoints import (
     AtomicCheckpointIO,
     ResumeReport,
@@ -45,6 +44,7 @@ from project.data.image_folder import ImageFolderDataModule  # noqa: F401
 from project.data.in_memory import InMemoryImageDataModule
 from project.data.synthetic import SyntheticDataModule  # noqa: F401
 from project.errors import UsageError, mistakes_as_one_line
+from project.lightning_ranges import check_ranges
 from project.models.classifier import ImageClassifier  # noqa: F401
 from project.networks.convnet import ConvNet  # noqa: F401
 from project.networks.pretrained import TimmNet, TorchvisionNet  # noqa: F401
@@ -61,7 +61,24 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
 
 BATCH_COUNTS_OR_FRACTIONS = {f"trainer.limit_{stage}_batches" for stage in ("train", "val", "test", "predict")}
+DEFAULT_SAVE_DIR = "logs"  # where the runs go: logs/<name>/version_<n>/
 DEFAULT_RUN_NAME = "default"  # the logger's name when a config sets none; an image folder's run takes its name
+# The default of --trainer.callbacks, so that --print_config and every run's config.yaml list what runs:
+# `--trainer.callbacks+=Lookahead` (`callbacks+:` in a config) adds one, a whole list replaces them.
+# (LightningCLI's trainer_defaults would add them to any list given, and config.yaml would not show them.)
+DEFAULT_CALLBACKS = [
+    {"class_path": "LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+    {"class_path": "PredictionWriter"},
+    {"class_path": "GracefulStop"},
+    {"class_path": "StopOnNonFiniteLoss"},
+    {"class_path": "TensorBoardPictures"},
+    {"class_path": "HparamsMetric"},
+    {
+        "class_path": "ThroughputMonitor",
+        # A rate over the last 10 steps: the default window (100) is longer than short runs.
+        "init_args": {"batch_size_fn": "project.callbacks.throughput.images_in_batch", "window_size": 10},
+    },
+]
 
 
 class Parser(LightningArgumentParser):
@@ -118,18 +135,8 @@ class CLI(LightningCLI):
             trainer_defaults={
                 "logger": {
                     "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "logs", "name": DEFAULT_RUN_NAME},
+                    "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": DEFAULT_RUN_NAME},
                 },
-                "callbacks": [
-                    LearningRateMonitor(logging_interval="step"),
-                    PredictionWriter(),
-                    GracefulStop(),
-                    StopOnNonFiniteLoss(),
-                    TensorBoardPictures(),
-                    HparamsMetric(),
-                    # A rate over the last 10 steps: the default window (100) is longer than short runs.
-                    ThroughputMonitor(batch_size_fn=images_in_batch, window_size=10),
-                ],
             },
             # Each run has its own directory; a requeued SLURM job continues in its run's and rewrites its config.
             save_config_kwargs={"overwrite": True},
@@ -194,6 +201,11 @@ class CLI(LightningCLI):
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
         if config.get("enable_checkpointing") is False:  # Lightning refuses a checkpoint callback then
             callbacks = [callback for callback in callbacks if not isinstance(callback, Checkpoint)]
+        # What Lightning writes in its default_root_dir (a SLURM requeue's hpc_ckpt_<n>.ckpt) goes into the run's
+        # directory: a requeued job that logs into the same run (scripts/slurm.sbatch) finds it there.
+        run = getattr(config.get("logger"), "log_dir", None)
+        if run is not None:
+            config["default_root_dir"] = run
         try:
             return super()._instantiate_trainer(config, callbacks)
         except ValueError as err:  # the Trainer refuses a combination of its settings
@@ -226,6 +238,9 @@ class CLI(LightningCLI):
             self.config = parser.parse_args(command_line)
         else:
             super().parse_arguments(parser, args if args is None else command_line)
+        subcommand = self.config.get("subcommand")
+        _runs_under_default_root_dir((self.config[subcommand] if subcommand else self.config).trainer)
+        check_ranges(self.config[subcommand] if subcommand else self.config)  # before anything is built or seeded
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
             if self.config.subcommand != "fit" and config.ckpt_path is None:
@@ -322,6 +337,8 @@ class CLI(LightningCLI):
             self.config.fit.data.init_args.splits = str(data.splits_file)
 
     def before_fit(self) -> None:
+        if isinstance(self.trainer.checkpoint_callback, Checkpoint):  # before the data is loaded (setup)
+            self.trainer.checkpoint_callback.check_monitor(self.trainer, self.model)
         self._check_checkpoint_fits()
         self._record_splits()
         self.trainer.callbacks.append(ResumeReport(self._model_not_applied))
@@ -345,6 +362,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
+                "trainer.callbacks": DEFAULT_CALLBACKS,
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
@@ -425,6 +443,21 @@ def _resolve_data_paths(config) -> None:
     logger_args = getattr(config.trainer.logger, "init_args", None)
     if init_args.get("root") and logger_args is not None and logger_args.get("name") == DEFAULT_RUN_NAME:
         logger_args["name"] = Path(init_args["root"]).name
+
+
+def _runs_under_default_root_dir(trainer) -> None:
+    """``--trainer.default_root_dir``, Lightning's "default path for logs and weights", is where the run directories
+    go: the logger's ``save_dir`` (``<default_root_dir>/<name>/version_<n>``)."""
+    root = trainer.default_root_dir
+    logger_args = getattr(trainer.logger, "init_args", None)
+    if root is None or logger_args is None or "save_dir" not in logger_args:
+        return
+    if logger_args["save_dir"] not in (DEFAULT_SAVE_DIR, root):
+        raise UsageError(
+            f"--trainer.default_root_dir {root} and --trainer.logger.save_dir {logger_args['save_dir']} both say "
+            "where the runs go; give one of them"
+        )
+    logger_args["save_dir"] = root
 
 
 def _warn_inherited_settings(command_line: list[str], model) -> None:

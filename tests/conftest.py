@@ -1,7 +1,12 @@
+import contextlib
+import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +116,168 @@ def write_image_folder(root: Path, classes=("cat", "dog", "eel"), per_class=4, s
             for i in range(per_class):
                 Image.new("RGB", size, (40 * c, 10 * i % 256, 200)).save(root / split / name / f"{i}.png")
     return root
+
+
+# Processes started with the session -----------------------------------------------------------------------------
+# A test that waits for a real process leaves a core idle while it waits. The processes of a fixture made with
+# ``starts_early`` start as soon as the session does (if a selected test uses the fixture), one per spare core, in
+# the order in which the session's tests first use them, at a lower priority than the tests: they run on what the
+# tests before theirs leave idle, and by the time a test asks for the fixture they have often finished.
+
+_EARLY: dict = {}
+
+
+def starts_early(start):
+    """Decorator: a session-scoped fixture named after ``start``, whose processes start with the session.
+
+    ``start(tmp_path_factory)`` prepares them (files, folders) and queues them with ``start_process``, without
+    waiting, and returns a function of no arguments that waits for them and returns the fixture's value. An error in
+    either is raised in the tests that use the fixture, as a fixture's own error would be."""
+    _EARLY[start.__module__, start.__name__] = start
+
+    @pytest.fixture(scope="session", name=start.__name__)
+    def early(early_starts, tmp_path_factory):
+        started = early_starts.get((start.__module__, start.__name__))
+        if started is None:  # used by a test of another module (not started with the session): now
+            started = start(tmp_path_factory)
+        if isinstance(started, BaseException):
+            raise started
+        return started()
+
+    early.__doc__ = start.__doc__
+    return early
+
+
+class _Queued:
+    def __init__(self, args: list[str], cwd: Path, env: dict | None) -> None:
+        self.args, self.cwd = args, cwd
+        self.env = {name: value for name, value in {**os.environ, **(env or {})}.items() if value is not None}
+        self.stdout, self.stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self.stdout,  # files: a pipe that nobody reads until its test would stall it
+            stderr=self.stderr,
+            # Its own process group, for a session that ends before its test to stop it and its children; not its
+            # own session, which Linux's autogroup scheduling would give a share of the CPU equal to the tests'.
+            process_group=0,
+        )
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, 10)  # the tests running meanwhile come first
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class _Background:
+    """The queued processes: at most one per core but one run at once (the tests use the other), one more while a
+    test waits for one. Checked between tests, and while a test waits."""
+
+    def __init__(self) -> None:
+        self.queued: list[_Queued] = []
+        self.started: list[_Queued] = []
+        self.waiting = 0
+
+    def pump(self) -> None:
+        limit = max(1, (os.cpu_count() or 2) - 1) + self.waiting
+        while self.queued and sum(job.running() for job in self.started) < limit:
+            self.start(self.queued[0])
+
+    def start(self, job: _Queued) -> None:
+        self.queued.remove(job)
+        job.start()
+        self.started.append(job)
+
+    def wait(self, job: _Queued, timeout: float) -> subprocess.CompletedProcess:
+        if job in self.queued:
+            self.start(job)
+        self.waiting += 1
+        try:
+            deadline = time.monotonic() + timeout
+            while job.process.poll() is None:
+                if time.monotonic() > deadline:
+                    os.killpg(job.process.pid, signal.SIGKILL)
+                    job.process.wait()
+                    raise subprocess.TimeoutExpired(job.args, timeout)
+                self.pump()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.process.wait(timeout=0.5)
+        finally:
+            self.waiting -= 1
+        self.pump()
+        with job.stdout, job.stderr:
+            job.stdout.seek(0)
+            job.stderr.seek(0)
+            return subprocess.CompletedProcess(job.args, job.process.returncode, job.stdout.read(), job.stderr.read())
+
+    def stop(self) -> None:
+        for job in self.started:
+            if job.running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.process.pid, signal.SIGKILL)
+                job.process.wait()
+        for job in self.queued + self.started:
+            job.stdout.close()
+            job.stderr.close()
+        self.queued.clear()
+
+
+_BACKGROUND = _Background()
+
+
+def start_process(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
+    """Queues ``args`` to run in a new process (with ``cwd``, the environment plus ``env``, where None removes a
+    variable) in the background, at a lower priority; returns a function that waits for it and returns its
+    ``subprocess.CompletedProcess`` (text output), as ``subprocess.run(..., capture_output=True, text=True,
+    timeout=timeout)`` does."""
+    job = _Queued(args, cwd, env)
+    _BACKGROUND.queued.append(job)
+    return lambda: _BACKGROUND.wait(job, timeout)
+
+
+# Runs ``(module, argv)`` pairs one after the other, each as run_in_process runs main.py: sys.argv, then main().
+_RUNS = """
+import importlib, json, sys
+for module, argv in json.loads(sys.argv.pop()):
+    sys.argv = argv
+    importlib.import_module(module).main()
+"""
+
+
+def start_runs(*runs: tuple[str, list[str]], cwd: Path, env: dict | None = None, timeout: float = 600):
+    """``start_process`` of one new process that runs each ``(module, argv)`` in turn as ``run_in_process`` runs
+    main.py in this one: ``sys.argv = argv``, then ``module.main()``; e.g. ``("project.cli", ["main.py", "fit", ...])``
+    or ``("project.export", ["export", ...])``. The first that raises ends the process (exit status 1; SystemExit's
+    own status)."""
+    return start_process([sys.executable, "-c", _RUNS, json.dumps(runs)], cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_starts(request, tmp_path_factory):
+    """Prepares and starts, before the session's first test, the processes of each ``starts_early`` fixture that a
+    selected test uses, in the order of those tests; at the session's end, stops any still running (a session cut
+    short)."""
+    order = [
+        (item.module.__name__, name)
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        for name in item.fixturenames
+        if (item.module.__name__, name) in _EARLY
+    ]
+    started = {}
+    for key in dict.fromkeys(order):
+        try:
+            started[key] = _EARLY[key](tmp_path_factory)
+        except Exception as error:  # the tests that use it report it
+            started[key] = error
+    _BACKGROUND.pump()
+    yield started
+    _BACKGROUND.stop()
+
+
+def pytest_runtest_setup(item):
+    _BACKGROUND.pump()  # a queued process starts in the place of one that has finished

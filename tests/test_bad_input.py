@@ -16,6 +16,8 @@ from PIL import Image
 import project.cli
 from conftest import QUIET, SYNTHETIC
 
+ON_A_CPU = pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is there")
+
 FIT = [
     "fit",
     "--config",
@@ -98,9 +100,7 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
         pytest.param(
             ["--trainer.accelerator", "gpu"],
             "--trainer.accelerator gpu: this machine has no GPU that torch can use",
-            marks=pytest.mark.skipif(
-                torch.cuda.is_available() or torch.backends.mps.is_available(), reason="a GPU is there"
-            ),
+            marks=ON_A_CPU,
         ),
         (["--trainer.logger", "false"], "--trainer.logger false: a run's directory (config.yaml, checkpoints"),
         (["--ckpt_path", "best"], "--ckpt_path best: pass the best checkpoint's path"),
@@ -112,6 +112,27 @@ def image_folder(root, corrupt=False, classes=("cat", "dog")):
             "ConvNet widths must be one or more channel counts >= 1, got [0, 0, 0]",
         ),
         (["--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"], "must include a monitor"),
+        # Out of range, found when the config is read (tests/test_ranges.py tries every numeric setting).
+        (
+            ["--trainer.accumulate_grad_batches", "0"],
+            "error: --trainer.accumulate_grad_batches must be >= 1 (batches per optimizer step), got 0",
+        ),
+        (
+            ["--data.crop_padding", "40"],
+            "error: data.crop_padding must be smaller than the images it shifts (32 pixels)",
+        ),
+        (["--data.image_size", "0"], "error: data.image_size must be >= 1 pixel, got 0"),
+        (
+            ["--checkpoint.monitor", "val/accc"],
+            "error: checkpoint.monitor 'val/accc' is not a metric ImageClassifier logs; it logs: train/loss, "
+            "val/loss, val/acc; or --checkpoint.monitor null",
+        ),
+        (["--seed_everything", "-1"], "error: --seed_everything must be a whole number in [0, 4294967295]"),
+        pytest.param(
+            ["--trainer.devices", "-1"],
+            "error: --trainer.devices -1: on a CPU it counts processes and must be >= 1",
+            marks=ON_A_CPU,
+        ),
     ],
 )
 def test_a_mistake_is_one_clear_error(tmp_path, monkeypatch, capsys, args, message):
@@ -132,9 +153,15 @@ def test_evaluating_without_a_checkpoint_is_refused(tmp_path, monkeypatch, capsy
 
 
 def test_a_misspelled_monitor_warns_at_the_first_step_and_stops_after_the_first_epoch(tmp_path, monkeypatch, capsys):
+    # A module that does not say what it logs (a subclass that logs more, as this one, or your own): ImageClassifier
+    # says so, and its misspelled monitor is refused before the first step (tests/test_ranges.py).
+    own = ["--model", "tests.run_helpers.ModuleLoggingEpochAccuracy"]
     with pytest.warns(UserWarning, match="checkpoint.monitor 'val/accuracy' is not logged so far"):
         code, stderr = run_cli(
-            [*FIT, "--trainer.max_epochs", "3", "--checkpoint.monitor", "val/accuracy"], tmp_path, monkeypatch, capsys
+            [*FIT, *own, "--trainer.max_epochs", "3", "--checkpoint.monitor", "val/accuracy"],
+            tmp_path,
+            monkeypatch,
+            capsys,
         )
     assert code != 0 and "checkpoint.monitor 'val/accuracy' is not a logged metric; the logged ones are: " in stderr
     assert "val/acc, val/loss (last.ckpt holds this epoch)" in stderr

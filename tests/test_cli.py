@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
@@ -138,7 +139,15 @@ def needs(config: str) -> list[str]:
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: Path(p).name)
 def test_every_config_parses_and_instantiates(config):
     cli = CLI(args=["--config", config, *needs(config)], run=False)
-    assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
+    recipe = yaml.safe_load(Path(config).read_text())
+    model = recipe["model"]["init_args"]
+    # The classes the recipe names, built with its values.
+    assert type(cli.model).__name__ == recipe["model"]["class_path"]
+    assert type(cli.model.network).__name__ == model.get("network", {"class_path": "ConvNet"})["class_path"]  # default
+    assert type(cli.datamodule).__name__ == recipe["data"]["class_path"]
+    assert cli.datamodule.batch_size == recipe["data"].get("init_args", {}).get("batch_size", 64)
+    assert cli.trainer.max_epochs == recipe["trainer"]["max_epochs"]
+    assert cli.model.optimizer.keywords["lr"] == model["optimizer"]["init_args"]["lr"]
     assert cli.model.scheduler is not None
 
 
@@ -222,13 +231,18 @@ def test_a_users_own_lightning_module_gets_the_same_wiring():
 
 
 @pytest.mark.parametrize(
-    "flags", [["--trainer.fast_dev_run", "true"], ["--trainer.overfit_batches", "2", "--trainer.max_epochs", "2"]]
+    "flags, steps",
+    [
+        (["--trainer.fast_dev_run", "true"], 1),
+        (["--trainer.overfit_batches", "2", "--trainer.max_epochs", "2"], 4),  # 2 batches in each of 2 epochs
+    ],
 )
-def test_lightnings_debugging_flags_run_without_the_schedule(flags):
+def test_lightnings_debugging_flags_run_without_the_schedule(flags, steps):
     cli = parse(*flags, "--trainer.enable_progress_bar", "false")
     with pytest.warns(UserWarning, match=rf"trainer.{flags[0][10:]} is set: this debugging run skips the LR schedule"):
         cli.trainer.fit(cli.model, cli.datamodule)
-    assert cli.trainer.global_step > 0 and not cli.trainer.lr_scheduler_configs
+    assert cli.trainer.global_step == steps and not cli.trainer.lr_scheduler_configs
+    assert all(group["lr"] == 0.01 for group in cli.trainer.optimizers[0].param_groups)  # the base LR throughout
 
 
 def test_bf16_mixed_is_the_default_where_torch_sees_a_gpu_and_an_explicit_precision_is_kept(monkeypatch):

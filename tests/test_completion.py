@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import project.completion
-from conftest import REPO
+from conftest import REPO, start_process, starts_early
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -22,15 +22,20 @@ printf '%s\\n' "${COMPREPLY[@]}"
 """
 
 
-@pytest.fixture(scope="module")
+@starts_early
 def script(tmp_path_factory):
+    """`python -m project.completion`, started with the session (it walks every class's signature): the script's
+    path."""
     path = tmp_path_factory.mktemp("completion") / "main.py-completion.bash"
-    result = subprocess.run(
-        [sys.executable, "-m", "project.completion"], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    path.write_text(result.stdout)
-    return path
+    finished = start_process([sys.executable, "-m", "project.completion"], cwd=REPO, timeout=300)
+
+    def written():
+        result = finished()
+        assert result.returncode == 0, result.stderr
+        path.write_text(result.stdout)
+        return path
+
+    return written
 
 
 def complete(script, *words: str) -> list[str]:

@@ -1,5 +1,6 @@
 """The in-memory data path: per-image augmentation, sharded batches, image folders and their cache."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from pytorch_lightning import LightningModule, Trainer
 
 import project.data.image_folder as image_folder
 from conftest import REPO, SYNTHETIC, write_image_folder
@@ -165,6 +167,44 @@ def test_ranks_get_disjoint_equal_shards_and_a_new_order_each_epoch(world_size, 
     assert torch.equal(torch.cat([images for images, *_ in full]), data)  # complete, in order, last batch kept
 
 
+class LabelsSeen(LightningModule):
+    """Records the labels of every training batch, epoch by epoch; learns nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: dict[int, list[int]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen.setdefault(self.current_epoch, []).extend(batch[1].tolist())
+        return self.weight * 0
+
+    def validation_step(self, batch, batch_idx):
+        pass  # never run (limit_val_batches 0); Lightning warns of a module without one
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_trainer_gives_each_epoch_its_own_order():
+    # The loader draws its order from the epoch Lightning passes to its set_epoch at each epoch start.
+    model = LabelsSeen()
+    data = SyntheticDataModule(train_size=64, val_size=0, test_size=8, batch_size=8, crop_padding=0, flip="none")
+    trainer = Trainer(
+        max_epochs=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    assert sorted(model.seen) == [0, 1, 2]
+    labels = data.splits["train"][1].tolist()
+    assert all(sorted(seen) == sorted(labels) for seen in model.seen.values())  # every image once an epoch
+    assert len({tuple(seen) for seen in model.seen.values()}) == 3  # three orders
+
+
 def test_image_folder_reads_classes_resizes_and_holds_out_validation(tmp_path):
     root = write_image_folder(tmp_path / "images", size=(40, 24))
     data = ImageFolderDataModule(str(root), image_size=16, cache_dir=str(tmp_path / "cache"), batch_size=4, val_size=3)
@@ -254,25 +294,35 @@ def test_val_size_zero_validates_on_the_test_set():
     assert data.splits["val"][0] is data.splits["test"][0]
 
 
-# Decodes an image folder with a decoder slowed to 0.2 s an image (the pool's forked workers inherit
-# it), saying when it starts; Ctrl-C must end it promptly, workers included, and cache nothing.
+# Decodes an image folder with a decoder slowed to 0.2 s an image (the pool's forked workers inherit it),
+# which says "decoding" as it starts each image, and whether that worker would take Ctrl-C (Python's default
+# handler, which raises KeyboardInterrupt). Ctrl-C must end it promptly, workers included, and cache nothing.
 SLOW_DECODING = """
-import sys, time
+import signal, sys, time
+# Python's own Ctrl-C handling, as in a terminal: it keeps SIGINT ignored if this process was started so, as a
+# shell starts a job in the background (pytest run with `&`).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import project.data.image_folder as image_folder
 from project.cli import main
 decode = image_folder.decode_image
 
 
 def slow_decode(*args):
-    time.sleep(0.2)
+    takes_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    print("decoding, and a worker that takes Ctrl-C" if takes_ctrl_c else "decoding", flush=True)
+    try:
+        time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("a decoding worker took Ctrl-C", file=sys.stderr, flush=True)
+        raise
     return decode(*args)
 
 
 image_folder.decode_image = slow_decode
-print("decoding", flush=True)
 sys.argv = ["main.py", *sys.argv[1:]]
 main()
 """
+STARTING = ("Seed set to ", "GPU available: ", "TPU available: ")  # what Lightning says before it fits
 
 
 def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
@@ -299,13 +349,42 @@ def test_ctrl_c_while_decoding_exits_promptly_and_caches_nothing(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job, which this test signals
     )
-    assert process.stdout.readline().strip() == "decoding"
-    time.sleep(3)  # well into decoding (imports and listing come first)
-    process.send_signal(signal.SIGINT)
-    start = time.perf_counter()
-    _, stderr = process.communicate(timeout=60)  # a hang fails here
-    # Lightning's own handling of Ctrl-C: "Detected KeyboardInterrupt, attempting graceful shutdown", exit 1.
-    assert process.returncode == 1 and "KeyboardInterrupt" in stderr and "Traceback" not in stderr
+    try:
+        while (line := process.stdout.readline()) and not line.startswith("decoding"):  # a worker's first image
+            pass
+        time.sleep(1)  # every worker well into its share
+        os.killpg(process.pid, signal.SIGINT)  # the process and the pool's workers, as Ctrl-C in a terminal
+        start = time.perf_counter()
+        stdout, stderr = process.communicate(timeout=60)  # a hang fails here
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group, when the test failed
+            os.killpg(process.pid, signal.SIGKILL)
     assert time.perf_counter() - start < 30
-    assert not list((tmp_path / "cache").glob("*.pt"))
+    assert line.startswith("decoding") and "takes Ctrl-C" not in line + stdout
+    # Lightning's own handling of Ctrl-C, one line, exit 1: a worker that took the signal would add its own lines
+    # ("Process ForkPoolWorker-1:", its traceback).
+    said = [line for line in stderr.splitlines() if line.strip() and not line.startswith(STARTING)]
+    assert said == ["Detected KeyboardInterrupt, attempting graceful shutdown ..."], stderr[-3000:]
+    assert process.returncode == 1
+    assert not list((tmp_path / "cache").glob("*"))  # no cache file, finished or half-written
+
+
+def test_a_resume_with_another_batch_size_goes_on_where_the_epoch_stopped_and_says_so():
+    def train_batches(batch_size, state=None):
+        data = SyntheticDataModule(batch_size=batch_size)
+        data.setup("fit")
+        if state is not None:
+            data.load_state_dict(state)
+        return [indices for _, _, indices in data.train_dataloader()]
+
+    torch.manual_seed(0)
+    epoch = torch.cat(train_batches(64))  # epoch 0's order
+    state = {"epoch": 0, "batch": 5, "batch_size": 64, "augment_rng": torch.Generator().get_state()}
+    again = "after 320 images .* batch 6 of that epoch, so its last 32 images are seen again"
+    with pytest.warns(UserWarning, match=again):
+        resumed = train_batches(48, state)
+    assert torch.equal(torch.cat(resumed), epoch[6 * 48 : 6 * 48 + len(resumed) * 48])
+    with pytest.warns(UserWarning, match="after 320 images .* batch 10 of that epoch. The schedule"):
+        assert torch.equal(train_batches(32, state)[0], epoch[320:352])

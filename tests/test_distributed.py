@@ -1,6 +1,7 @@
 """DDP for real: two CPU processes (gloo) through `python main.py`, launched by Lightning and by torchrun."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -45,8 +46,8 @@ def assert_written_once(workdir):
     [run] = (workdir / "logs" / "synthetic").iterdir()  # one run directory: rank 1 writes none
     assert run.name == "version_0" and (run / "config.yaml").is_file()
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"
-    assert len(list((run / "checkpoints").iterdir())) == 2  # last + best
+    best, last = sorted(p.name for p in (run / "checkpoints").iterdir())  # these two alone, once each
+    assert re.fullmatch(r"best-epoch\d{3}-acc0\.\d{4}\.ckpt", best) and last == "last.ckpt"
     return run
 
 

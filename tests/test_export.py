@@ -3,6 +3,7 @@ LightningModule computes from the datamodule's normalized batch, and carry their
 preprocessing), with which the README's client, given image files, gives `main.py predict`'s predictions."""
 
 import contextlib
+import copy
 import csv
 import importlib.util
 import io
@@ -24,6 +25,7 @@ from project.data.decode import decode_image
 from project.data.synthetic import SyntheticDataModule
 from project.export import CONTRACT_FILE, CONTRACT_KEY, ONNX_PACKAGES, main
 from project.models.classifier import ImageClassifier
+from project.models.tta import logits_with_tta
 
 CAN_WRITE_ONNX = all(importlib.util.find_spec(name) for name in ONNX_PACKAGES)
 BATCH_SIZES = (1, 5)  # the export traces a batch of 2: other sizes show the batch dimension is dynamic
@@ -51,8 +53,8 @@ def exported(run_dir, workdir):
 
 
 @pytest.fixture(scope="module")
-def images_and_expected(run_dir):
-    """Test images as stored (uint8), and the LightningModule's probabilities for them normalized the data's way."""
+def module_and_images(run_dir):
+    """The run's LightningModule (last.ckpt), and test images as stored (uint8) and normalized the data's way."""
     data = SyntheticDataModule(**yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["init_args"])
     data.setup("predict")
     model = ImageClassifier.load_from_checkpoint(
@@ -60,8 +62,29 @@ def images_and_expected(run_dir):
     ).eval()
     images = data.splits["test"][0][: max(BATCH_SIZES)]
     normalized, _ = data.prepare_batch((images, torch.zeros(len(images)), torch.arange(len(images))), augment=False)
+    return model, images, normalized
+
+
+@pytest.fixture(scope="module")
+def images_and_expected(module_and_images):
+    """Test images as stored (uint8), and the LightningModule's probabilities for them normalized the data's way."""
+    model, images, normalized = module_and_images
     with torch.no_grad():
         return images, model(normalized).softmax(dim=-1)
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def exported_with_tta(request, run_dir, workdir):
+    """The run's last.ckpt exported (``.pt2``) by the command's ``main`` with ``--model.tta_level`` 1, then 2;
+    the level, the file and what export printed."""
+    level, path = request.param, workdir / "export" / f"model-tta{request.param}.pt2"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
+        monkeypatch.chdir(workdir)
+        args = [*of_the_run(run_dir), "--model.tta_level", str(level), "--output", str(path)]
+        monkeypatch.setattr(sys, "argv", ["export", *args])
+        main()
+    return level, path, printed.getvalue()
 
 
 def test_the_exported_program_gives_the_modules_probabilities_from_uint8_images(exported, images_and_expected):
@@ -79,6 +102,28 @@ def test_the_exported_program_gives_the_modules_probabilities_from_uint8_images(
     images, expected = images_and_expected
     for size in BATCH_SIZES:
         torch.testing.assert_close(program(images[:size]), expected[:size], rtol=0, atol=1e-5)
+
+
+def test_the_program_exported_with_tta_gives_the_modules_tta_probabilities(exported_with_tta, module_and_images):
+    level, path, printed = exported_with_tta
+    model, images, normalized = module_and_images
+    contract = {CONTRACT_FILE: ""}
+    program = torch.export.load(path, extra_files=contract).module()
+    assert json.loads(contract[CONTRACT_FILE])["tta_level"] == level
+    assert f"note: exported with tta_level {level}; main.py predict with this checkpoint uses 0\n" in printed
+    with torch.no_grad():
+        expected = logits_with_tta(model.network, normalized, level).softmax(dim=-1)
+        plain = model(normalized).softmax(dim=-1)
+        at_level = copy.copy(model)  # the same network, predicting at this level
+        at_level.tta_level = level
+        predicted = at_level.predict_step((normalized, torch.zeros(len(images))), 0)
+    for size in BATCH_SIZES:
+        torch.testing.assert_close(program(images[:size]), expected[:size], rtol=0, atol=1e-5)
+    probability, label = program(images).max(dim=-1)
+    assert torch.equal(label, predicted["label"])
+    torch.testing.assert_close(probability, predicted["probability"], rtol=0, atol=1e-5)
+    # The mirrored and shifted copies change these probabilities by far more than the tolerance above.
+    assert (expected - plain).abs().max() > 1e-3
 
 
 def test_the_exported_program_runs_without_lightning_or_this_project(exported):
@@ -286,7 +331,9 @@ def test_the_readme_clients_pixels_are_the_data_paths(image_folder_run):
 
 
 def test_onnx_and_the_program_agree_with_tta(image_folder_run, image_folder_program):
-    """At tta_level 2 (six forward passes inside, the mirrored and shifted copies), as at 0 above."""
+    """ONNX gives the ``.pt2`` program's probabilities at tta_level 2 (six forward passes inside, the mirrored and
+    shifted copies), as at 0 above; that a program's TTA is the module's is tested on the synthetic run
+    (``test_the_program_exported_with_tta_gives_the_modules_tta_probabilities``)."""
     import onnxruntime
 
     generator = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import QUIET, SYNTHETIC, run_in_process, write_image_folder
+from conftest import QUIET, SYNTHETIC, run_in_process, start_runs, starts_early, write_image_folder
 from project.data.image_folder import ImageFolderDataModule
 
 CLASSES = ("ant", "bee", "cow")
@@ -97,13 +97,29 @@ def test_images_keep_their_aspect_ratio_and_are_centre_cropped_for_evaluation(tm
     assert torch.allclose(images, green.expand_as(images), atol=0.05)
 
 
-def test_fit_records_the_split_in_the_run_and_test_and_a_rerun_read_it(tmp_path, monkeypatch):
-    root = class_folders(tmp_path / "photos", per_class=(12, 12, 12))
-    monkeypatch.chdir(tmp_path)
+@starts_early
+def photos_fit(tmp_path_factory):
+    """A folder of class folders (``photos``, 12 images a class) and `main.py fit` on it from the folder above, as in
+    this process, in a process started with the session: that folder."""
+    tmp_path = tmp_path_factory.mktemp("layouts")
+    class_folders(tmp_path / "photos", per_class=(12, 12, 12))
     flags = ["--data", "ImageFolderDataModule", "--data.root", "photos", "--data.val_size", "0.2",
              "--model.scheduler.warmup_steps", "0", "--trainer.logger.name", "default"]  # fmt: skip
-    run_in_process(monkeypatch, "fit", "--config", SYNTHETIC, *flags, "--data.batch_size", "8",
-                   "--trainer.max_steps", "2", *QUIET)  # fmt: skip
+    fit = ["main.py", "fit", "--config", SYNTHETIC, *flags, "--data.batch_size", "8",
+           "--trainer.max_steps", "2", *QUIET]  # fmt: skip
+    finished = start_runs(("project.cli", fit), cwd=tmp_path)
+
+    def done():
+        result = finished()
+        assert result.returncode == 0, f"{' '.join(fit)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
+        return tmp_path
+
+    return done
+
+
+def test_fit_records_the_split_in_the_run_and_test_and_a_rerun_read_it(photos_fit, monkeypatch):
+    tmp_path = photos_fit
+    root = tmp_path / "photos"
     run = tmp_path / "logs" / "photos" / "version_0"  # without a name of its own, named after the data folder
     with open(run / "splits.csv", newline="") as file:
         recorded = {row["image"]: row["split"] for row in csv.DictReader(file)}

@@ -8,6 +8,7 @@ import torch
 
 from conftest import QUIET, REPO, SYNTHETIC, expected_lr, run_in_process, run_mains, scalars
 from project.data.synthetic import SyntheticDataModule
+from project.models.classifier import ImageClassifier
 
 # configs/synthetic.yaml: 2048 - 512 validation images, batch 64 -> 24 steps per epoch, 3 epochs.
 TOTAL_STEPS, WARMUP, LR = 72, 10, 0.01
@@ -49,7 +50,17 @@ def test_test_and_predict_from_the_saved_checkpoint(run_dir, workdir, monkeypatc
     assert [row["image"] for row in rows] == [str(i) for i in range(512)]  # the synthetic test set, by index
     assert [row["true"] for row in rows] == [f"class_{label}" for label in labels.tolist()]
     assert sum(row["predicted"] == row["true"] for row in rows) > 0.6 * 512  # chance is 0.1
-    assert all(0.1 <= float(row["probability"]) <= 1 for row in rows)
+    # Each row: the checkpoint's class probabilities for that image, computed here (no TTA in this config).
+    data = SyntheticDataModule()
+    data.setup("test")
+    images, labels = data.splits["test"]
+    batch = data.prepare_batch((images, labels, torch.arange(len(images))), augment=False)
+    model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
+    with torch.no_grad():
+        probabilities = model(batch[0]).softmax(dim=-1)
+    assert [row["predicted"] for row in rows] == [f"class_{i}" for i in probabilities.argmax(dim=-1).tolist()]
+    written = torch.tensor([float(row["probability"]) for row in rows])
+    torch.testing.assert_close(written, probabilities.max(dim=-1).values, rtol=0, atol=1e-5)
 
 
 def test_the_saved_config_reproduces_the_run_in_a_new_version_dir(run_dir, workdir, monkeypatch):

@@ -3,12 +3,13 @@
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from conftest import QUIET, REPO, run_in_process, run_main, write_image_folder
+from conftest import QUIET, REPO, run_in_process, start_process, starts_early, write_image_folder
 
 BRIEFLY = ["--trainer.max_steps", "3", "--model.scheduler.warmup_steps", "1", *QUIET]
 
@@ -33,7 +34,11 @@ def test_the_readmes_network_in_a_new_file_trains_with_images_yaml(tmp_path, mon
     assert weights["hyper_parameters"]["network"]["init_args"] == {"width": 4}
 
 
-def test_the_readmes_rename_commands_rename_the_package(tmp_path):
+@starts_early
+def renamed_fork(tmp_path_factory):
+    """A copy of the repository renamed by the README's commands, and `python main.py fit` of the copy's synthetic
+    config (with the copy on PYTHONPATH), started with the session: ``(folder, copy, finished process)``."""
+    tmp_path = tmp_path_factory.mktemp("make_it_yours")
     copy = tmp_path / "fork"
     tracked = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -50,20 +55,20 @@ def test_the_readmes_rename_commands_rename_the_package(tmp_path):
     commands = [line for line in commands.splitlines() if not line.startswith("pip install")]  # no network here
     git = "git init -q && git add -A && "
     subprocess.run(["bash", "-c", git + " && ".join(commands)], cwd=copy, check=True)
+    fit = [sys.executable, str(copy / "main.py"), "fit", "--config", str(copy / "configs" / "synthetic.yaml"), *BRIEFLY]
+    finished = start_process(fit, cwd=tmp_path, env={"PYTHONPATH": str(copy)})
+    return lambda: (tmp_path, copy, finished())
+
+
+def test_the_readmes_rename_commands_rename_the_package(renamed_fork):
+    tmp_path, copy, fitted = renamed_fork
     leftovers = [
         str(path)
         for path in copy.rglob("*")
         if path.suffix in (".py", ".yaml") and re.search(r"\bproject\.[a-z]", path.read_text())
     ]
     assert not (copy / "project").exists() and not leftovers and '"project' not in (copy / "pyproject.toml").read_text()
-    run_main(
-        "fit",
-        "--config",
-        str(copy / "configs" / "synthetic.yaml"),
-        *BRIEFLY,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(copy)},
-        script=copy / "main.py",
-    )
+    if fitted.returncode != 0:
+        pytest.fail(f"main.py fit exited {fitted.returncode}:\n{fitted.stdout[-3000:]}\n{fitted.stderr[-5000:]}")
     config = yaml.safe_load((tmp_path / "logs" / "synthetic" / "version_0" / "config.yaml").read_text())
     assert config["model"]["class_path"] == "mypkg.models.classifier.ImageClassifier"

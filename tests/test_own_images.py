@@ -3,7 +3,6 @@ CMYK, 16-bit), fine-tuned from "pretrained" weights with configs/images.yaml, th
 
 import csv
 import os
-import sys
 import urllib.error
 
 import numpy as np
@@ -13,8 +12,7 @@ import torchvision
 from PIL import Image
 from test_export import run_readme_client
 
-from conftest import REPO, run_in_process
-from project.export import main as export_main
+from conftest import REPO, run_in_process, start_runs, starts_early
 
 IMAGES = str(REPO / "configs" / "images.yaml")
 COLOURS = {"apple": (200, 40, 40), "leaf": (40, 180, 60), "sea": (30, 60, 200), "sand": (220, 200, 120)}
@@ -44,10 +42,12 @@ def write_photos(root, rng, per_class=10):
     return root
 
 
-@pytest.fixture(scope="module")
+@starts_early
 def fitted(tmp_path_factory):
-    """One `main.py fit --config configs/images.yaml --data.root photos` with "pretrained" ResNet-18 weights
-    (a random state dict in torch hub's cache: no download), in its own directory."""
+    """`main.py fit --config configs/images.yaml --data.root photos` with "pretrained" ResNet-18 weights (a random
+    state dict in torch hub's cache: no download), in its own directory; then `main.py predict` from the run's
+    config on a nested folder of new photos, and the run's export (`model.pt2`, `model.onnx`): one after the other,
+    as in this process, in one process started with the session."""
     work = tmp_path_factory.mktemp("own")
     rng = np.random.default_rng(0)
     write_photos(work / "photos", rng)
@@ -55,23 +55,36 @@ def fitted(tmp_path_factory):
     new.mkdir(parents=True)
     for i, colour in enumerate(COLOURS.values()):
         photo(colour, (70 + i, 50), rng).save(new / f"{i}.jpg")
-    torch.manual_seed(0)
-    pretrained = torchvision.models.resnet18().state_dict()
+    with torch.random.fork_rng():  # the session's random state as it was
+        torch.manual_seed(0)
+        pretrained = torchvision.models.resnet18().state_dict()
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     cache = work / "torch" / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(pretrained, cache / os.path.basename(weights.url))
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(work)
-        monkeypatch.setenv("TORCH_HOME", str(work / "torch"))
-        run_in_process(monkeypatch, "fit", "--config", IMAGES, "--data.root", "photos",
-                       "--model.network.name", "resnet18", *QUICK)  # fmt: skip
-    return work, pretrained
+    run = work / "logs" / "photos" / "version_0"  # named after the folder
+    checkpoint = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    finished = start_runs(
+        ("project.cli", ["main.py", "fit", "--config", IMAGES, "--data.root", "photos",
+                         "--model.network.name", "resnet18", *QUICK]),
+        ("project.cli", ["main.py", "predict", *checkpoint, "--data.predict_dir", "new"]),
+        ("project.export", ["export", *checkpoint, "--output", "model.pt2", "--onnx", "model.onnx"]),
+        cwd=work,
+        env={"TORCH_HOME": str(work / "torch")},
+    )  # fmt: skip
+
+    def done():
+        result = finished()
+        if result.returncode != 0:
+            pytest.fail(f"fit, predict, export exited {result.returncode}:\n{result.stdout[-3000:]}\n"
+                        f"{result.stderr[-5000:]}")  # fmt: skip
+        return work, run, pretrained
+
+    return done
 
 
 def test_images_yaml_fine_tunes_a_pretrained_body_on_a_folder_of_photos(fitted):
-    work, pretrained = fitted
-    run = work / "logs" / "photos" / "version_0"  # named after the folder
+    _, run, pretrained = fitted
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "splits.csv").is_file()
     with open(run / "splits.csv", newline="") as file:
         splits = {row["image"]: row["split"] for row in csv.DictReader(file)}
@@ -86,23 +99,16 @@ def test_images_yaml_fine_tunes_a_pretrained_body_on_a_folder_of_photos(fitted):
     assert "image_size: 48" in config and "crop_fraction: 0.875" in config  # 224 of 256 (resnet18's weights)
 
 
-def test_predict_on_new_photos_then_the_exported_model_in_the_readme_client_agrees(fitted, monkeypatch, tmp_path):
+def test_predict_on_new_photos_then_the_exported_model_in_the_readme_client_agrees(fitted, tmp_path):
     """predict from the run's config on a nested folder of new photos; export; the README's onnxruntime client,
     run with torch, Lightning and this project blocked, gives predictions.csv's classes and probabilities."""
-    work, _ = fitted
-    run = work / "logs" / "photos" / "version_0"
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("TORCH_HOME", str(work / "torch"))
-    checkpoint = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
-    run_in_process(monkeypatch, "predict", *checkpoint, "--data.predict_dir", "new")
+    work, _, _ = fitted
     [predictions] = (work / "logs" / "photos").glob("version_*/predictions.csv")
     with open(predictions, newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["image"] for row in rows] == [f"day1/{i}.jpg" for i in range(4)]
     assert all(row["predicted"] in COLOURS and row["true"] == "" for row in rows)
 
-    monkeypatch.setattr(sys, "argv", ["export", *checkpoint, "--output", "model.pt2", "--onnx", "model.onnx"])
-    export_main()
     answers = run_readme_client(work / "model.onnx", [row["image"] for row in rows], work / "new", tmp_path)
     assert [(image, name) for image, name, _ in answers] == [(row["image"], row["predicted"]) for row in rows]
     for (image, _, probability), row in zip(answers, rows):

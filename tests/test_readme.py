@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import QUIET, REPO, SYNTHETIC
+from conftest import QUIET, REPO, SYNTHETIC, start_runs, starts_early
 
 COMMAND = re.compile(r"^python (main\.py|-m project\.\w+) ")
 
@@ -33,31 +33,22 @@ def run(argv: list[str], monkeypatch) -> None:
         assert stop.code in (0, None), f"{' '.join(argv)} exited with {stop.code}"
 
 
-@pytest.fixture(scope="module")
+@starts_early
 def readme_dir(tmp_path_factory):
-    """A working directory with the repository's configs and a finished run standing in for the cifar10 one."""
+    """A working directory with the repository's configs and a finished run standing in for the cifar10 one (its
+    `main.py fit` run as in this process, in a process started with the session)."""
     workdir = tmp_path_factory.mktemp("readme")
     (workdir / "configs").symlink_to(REPO / "configs")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.chdir(workdir)
-        run(
-            [
-                "python",
-                "main.py",
-                "fit",
-                "--config",
-                SYNTHETIC,
-                *QUIET,
-                "--trainer.max_steps",
-                "2",
-                "--model.scheduler.warmup_steps",
-                "1",
-                "--trainer.logger.init_args.name",
-                "cifar10",
-            ],
-            monkeypatch,
-        )
-    return workdir
+    fit = ["main.py", "fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "2",
+           "--model.scheduler.warmup_steps", "1", "--trainer.logger.init_args.name", "cifar10"]  # fmt: skip
+    finished = start_runs(("project.cli", fit), cwd=workdir)
+
+    def done():
+        result = finished()
+        assert result.returncode == 0, f"{' '.join(fit)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
+        return workdir
+
+    return done
 
 
 def test_the_readme_has_commands_to_check():

@@ -187,6 +187,25 @@ def test_test_step_uses_tta_and_validation_does_not(monkeypatch):
     assert set(levels) == {2}
 
 
+def test_predict_gives_the_probabilities_of_the_modules_tta_level():
+    torch.manual_seed(0)
+    images, targets = torch.randn(6, 3, 16, 16), torch.arange(6)
+    weights = small_model().state_dict()
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    predicted = []
+    for level in (0, 1, 2):
+        model = small_model(tta_level=level)
+        model.load_state_dict(weights)
+        [batch] = trainer.predict(model, DataLoader(TensorDataset(images, targets), batch_size=6))
+        with torch.no_grad():
+            probability, label = logits_with_tta(model.network.eval(), images, level).softmax(dim=-1).max(dim=-1)
+        torch.testing.assert_close(batch["probability"], probability, rtol=0, atol=1e-6)
+        assert torch.equal(batch["label"], label) and torch.equal(batch["target"], targets)
+        predicted.append(batch["probability"])
+    # Each level changes the probabilities by far more than the tolerance: a predict at another level fails above.
+    assert all((a - b).abs().max() > 1e-4 for a, b in zip(predicted, predicted[1:] + predicted[:1]))
+
+
 @pytest.mark.parametrize("every_n_steps", [2, 5])  # 12 steps: the last is an update step, or not
 def test_lookahead_leaves_the_weights_at_its_average_and_changes_the_result(every_n_steps):
     lookahead = Lookahead(every_n_steps=every_n_steps)

@@ -86,7 +86,13 @@ def test_resuming_with_ckpt_path_last_continues_the_same_run_exactly_like_the_un
     expected, got = load_weights(run_dir / "checkpoints" / "last.ckpt"), load_weights(run / "checkpoints" / "last.ckpt")
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)  # bit-identical
     assert [s for s, _ in scalars(run, "val/acc")] == [s for s, _ in scalars(run_dir, "val/acc")]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "last.ckpt"  # replaced, no last-v1.ckpt
+    # The uninterrupted run's checkpoint files, by name: last.ckpt replaced (no last-v1.ckpt), the same best.
+    names = checkpoint_names(run)
+    assert names == checkpoint_names(run_dir) and [name[:15] for name in names] == ["best-epoch002-a", "last.ckpt"]
+
+
+def checkpoint_names(run) -> list[str]:
+    return sorted(path.name for path in (run / "checkpoints").iterdir())
 
 
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(signalled):
@@ -161,11 +167,16 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
             "--config",
             SYNTHETIC,
             *QUIET,
+            # No best checkpoint: Lightning's ModelCheckpoint then writes no last.ckpt at an epoch's end (it
+            # writes one beside a top-k save), and a run that fails never reaches the end of training.
+            "--checkpoint.save_top_k",
+            "0",
             "--trainer.callbacks+=tests.run_helpers.PoisonWeightsAtStep",
             "--trainer.callbacks.step=30",
         )
     assert exit.value.code.startswith("error: the training loss is nan at step 31 (epoch 1")
     checkpoints = tmp_path / "logs" / "synthetic" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*")) == ["last.ckpt"]
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] == 24  # the end of epoch 0, before the NaN
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
@@ -175,7 +186,8 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     # Best by the highest val/loss is epoch 0, and max_steps 30 stops mid-epoch 1: Lightning's own
     # ModelCheckpoint would leave last.ckpt at step 24. The schedule's length is fixed, so that the
     # extended run and the uninterrupted one follow the same schedule. In this process: the stops
-    # here are by max_steps, not by a signal.
+    # here are by max_steps, not by a signal. A run whose best is not its end, branched from a checkpoint that
+    # it does not overwrite, tells which weights --test_after_fit tests.
     flags = [
         "--config",
         SYNTHETIC,
@@ -187,7 +199,7 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
         "--model.scheduler.total_steps",
         "40",
     ]
-    for folder in ("stopped", "uninterrupted"):
+    for folder in ("stopped", "uninterrupted", "tested"):
         (tmp_path / folder).mkdir()
     monkeypatch.chdir(tmp_path / "stopped")
     run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "30")
@@ -196,6 +208,7 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     assert [p.name[:17] for p in checkpoints.glob("best-*")] == ["best-epoch000-acc"]
     [best] = checkpoints.glob("best-*")
     run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "40", "--ckpt_path", "last")
+    assert sorted(p.name for p in checkpoints.iterdir()) == [best.name, "last.ckpt"]  # no last-v1.ckpt
     monkeypatch.chdir(tmp_path / "uninterrupted")
     run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "40")
     extended = load_weights(checkpoints / "last.ckpt")
@@ -207,9 +220,21 @@ def test_last_ckpt_is_the_final_step_and_a_run_extended_from_it_continues_exactl
     # Resuming an older checkpoint of the run branches into a new run: the run's newer last.ckpt stays.
     final = (checkpoints / "last.ckpt").read_bytes()
     monkeypatch.chdir(tmp_path / "stopped")
-    run_in_process(monkeypatch, "fit", *flags, "--trainer.max_steps", "26", "--ckpt_path", str(best))
+    branch = ["--trainer.max_steps", "26", "--ckpt_path", str(best), "--test_after_fit", "true", *LOG_EVERY_STEP]
+    run_in_process(monkeypatch, "fit", *flags, *branch)
     assert (checkpoints / "last.ckpt").read_bytes() == final
-    assert torch.load(checkpoints.parents[1] / "version_1" / "checkpoints" / "last.ckpt")["global_step"] == 26
+    branched = checkpoints.parents[1] / "version_1"
+    assert torch.load(branched / "checkpoints" / "last.ckpt")["global_step"] == 26
+    # Its steps 24 and 25 are logged at those steps, as an uninterrupted run logs them (Lightning 2.6 alone
+    # restarts a checkpoint of an epoch's end one step late: 25 and 26, and the test at 27).
+    assert [step for step, _ in scalars(branched, "lr-AdamW/pg1")] == [24, 25]
+    # --test_after_fit tested the branch's final weights (step 26), not the best nor the resumed checkpoint
+    # (both step 24): the figures of `test` on its last.ckpt.
+    monkeypatch.chdir(tmp_path / "tested")
+    run_in_process(monkeypatch, "test", "--ckpt_path", str(branched / "checkpoints" / "last.ckpt"), *QUIET)
+    for figure in ("test/loss", "test/acc"):
+        [(_, tested)] = scalars(tmp_path / "tested" / "logs" / "synthetic" / "version_0", figure)
+        assert scalars(branched, figure) == [(26, tested)], figure
 
 
 def test_ckpt_path_last_starts_the_run_when_there_is_none_yet(tmp_path, monkeypatch, capsys):

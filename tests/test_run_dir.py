@@ -50,13 +50,21 @@ def fails(monkeypatch, *args):
     assert stopped.value.code not in (0, None)
 
 
-@pytest.mark.parametrize("form", ["--ckpt_path=PATH", "--ckpt_path PATH"])
-def test_a_run_continues_from_its_checkpoint_alone(in_copy, monkeypatch, form):
+@pytest.mark.parametrize("form, elsewhere", [("--ckpt_path=PATH", False), ("--ckpt_path PATH", True)])
+def test_a_run_continues_from_its_checkpoint_alone(in_copy, monkeypatch, form, elsewhere):
     checkpoint = in_copy / RUN / "checkpoints" / "last.ckpt"
     flag = form.replace("PATH", str(checkpoint)).split(" ")
+    if elsewhere:  # from another working directory, naming the run's logs folder by its full path
+        (in_copy / "elsewhere").mkdir()
+        monkeypatch.chdir(in_copy / "elsewhere")
+        flag += ["--trainer.logger.init_args.save_dir", str(in_copy / "logs")]
     run_in_process(monkeypatch, "fit", *flag, "--trainer.max_steps", "3")  # no --config: the run's config.yaml
-    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
     assert sorted(p.name for p in (in_copy / "logs" / "synthetic").iterdir()) == ["version_0"]  # the same run
+    # Its last.ckpt replaced, not joined by last-v1.ckpt (Lightning's ModelCheckpoint, given a directory written
+    # otherwise than the checkpoint's, would keep last.ckpt); the best of its first validation (step 3) beside it.
+    assert [p.name[:14] for p in sorted(checkpoint.parent.iterdir())] == ["best-epoch000-", "last.ckpt"]
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+    assert not elsewhere or not list((in_copy / "elsewhere").iterdir())  # nothing written where it was run
     resumed = (in_copy / RUN / "config-resumed-at-step2.yaml").read_text()
     assert "limit_train_batches: 3" in resumed and "max_steps: 3" in resumed  # the run's settings, the flag on top
 

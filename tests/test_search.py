@@ -1,15 +1,13 @@
 """`python -m project.search`: an Optuna study whose trials are real runs of the synthetic config."""
 
-import contextlib
 import csv
-import io
 import shutil
 import sys
 
 import pytest
 import yaml
 
-from conftest import QUIET, REPO, SYNTHETIC, scalars
+from conftest import QUIET, REPO, SYNTHETIC, scalars, start_process, starts_early
 from project.cli import CLI
 
 optuna = pytest.importorskip("optuna")  # an optional extra: pip install -e ".[search]"
@@ -70,16 +68,19 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.delenv("TRACEBACK", raising=False)
 
 
-@pytest.fixture(scope="module")
+@starts_early
 def study(tmp_path_factory):
-    """One search of two trials, run by the command's ``main`` in this process."""
+    """One search of two trials, `python -m project.search` started with the session: the study's folder, and what
+    the command printed."""
     workdir = tmp_path_factory.mktemp("search")
-    printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(printed):
-        monkeypatch.chdir(workdir)
-        monkeypatch.setattr(sys, "argv", ["main.py"])
-        main(command("study"))
-    return workdir / "study", printed.getvalue()
+    finished = start_process([sys.executable, "-m", "project.search", *command("study")], cwd=workdir)
+
+    def done():
+        result = finished()
+        assert result.returncode == 0, result.stderr[-5000:]
+        return workdir / "study", result.stdout
+
+    return done
 
 
 def test_two_trials_run_with_values_inside_the_space_and_the_summary_lists_them(study):
@@ -91,7 +92,8 @@ def test_two_trials_run_with_values_inside_the_space_and_the_summary_lists_them(
         assert row["model.scheduler.init_args.warmup_steps"] == "0"  # the config's 10, made 0 by the space
         assert 0 <= float(row["model.scheduler.init_args.warmup_fraction"]) <= 0.3
         assert row["data.init_args.flip"] in {"random", "alternating"}
-        assert 0 <= float(row["val/acc"]) <= 1
+        # Its score: the last val/acc its own run logged.
+        assert float(row["val/acc"]) == pytest.approx(scalars(study_dir.parent / row["run_dir"], "val/acc")[-1][1])
         config = yaml.safe_load((study_dir.parent / row["run_dir"] / "config.yaml").read_text())  # each its own run
         optimizer = config["model"]["init_args"]["optimizer"]["init_args"]
         assert optimizer["lr"] == float(row["model.optimizer.init_args.lr"])
@@ -155,16 +157,38 @@ def test_a_mistake_in_the_space_is_one_error_line_before_any_trial(space, messag
     assert not (tmp_path / "study").exists()
 
 
-def test_a_trial_whose_values_are_a_mistake_fails_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
+# The command's ``main`` with the check of the space's values before any trial skipped.
+UNCHECKED = """
+import sys
+import project.search.study
+project.search.study._check_values = lambda *args: None
+from project.search.__main__ import main
+main(sys.argv[1:])
+"""
+
+
+@starts_early
+def mistaken_trials(tmp_path_factory):
+    """A search of four trials whose drawn values may be mistakes, run as by ``main`` in this process (but with the
+    check of the space's values before any trial skipped) in a process started with the session: its folder, and the
+    finished process."""
     # 4 optimizer steps a run: a warmup of 5-8 steps is too long. A flip of `sideways` is a value the
     # CLI refuses, drawn in a trial (the check of the space's choices before any trial is skipped).
-    monkeypatch.setattr("project.search.study._check_values", lambda *args: None)
-    (tmp_path / "space.yaml").write_text(
+    tmp_path = tmp_path_factory.mktemp("mistaken_trials")
+    space = tmp_path / "space.yaml"
+    space.write_text(
         "model.scheduler.init_args.warmup_steps: {low: 0, high: 8}\n"
         "data.init_args.flip: {choices: [random, alternating, sideways]}\n"
     )
-    main(command("study", 4, tmp_path / "space.yaml", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1"))
-    trials, printed = trials_of(tmp_path / "study"), capsys.readouterr()
+    flags = command("study", 4, space, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1")
+    finished = start_process([sys.executable, "-c", UNCHECKED, *flags], cwd=tmp_path, env={"TRACEBACK": None})
+    return lambda: (tmp_path, finished())
+
+
+def test_a_trial_whose_values_are_a_mistake_fails_and_the_study_goes_on(mistaken_trials):
+    tmp_path, printed = mistaken_trials
+    assert printed.returncode == 0, printed.stderr[-5000:]
+    trials = trials_of(tmp_path / "study")
     assert len(trials) == 4
     for row in trials:
         warmup, flip = int(row["model.scheduler.init_args.warmup_steps"]), row["data.init_args.flip"]
@@ -177,10 +201,10 @@ def test_a_trial_whose_values_are_a_mistake_fails_and_the_study_goes_on(tmp_path
         else:
             assert (row["state"], row["error"]) == ("COMPLETE", "")
         if row["state"] == "FAIL":
-            assert f"failed, the study goes on: trial {row['number']} (--" in printed.err
+            assert f"failed, the study goes on: trial {row['number']} (--" in printed.stderr
     states = [row["state"] for row in trials]
     assert "COMPLETE" in states and {"data.flip", "WarmupCosine"} <= {row["error"].split(":")[0] for row in trials}
-    assert f"4 trials ({states.count('COMPLETE')} complete, {states.count('FAIL')} fail)" in printed.out
+    assert f"4 trials ({states.count('COMPLETE')} complete, {states.count('FAIL')} fail)" in printed.stdout
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,35 @@ class Checkpoint(ModelCheckpoint):
     stops mid-epoch, and when training ends, unless this step is already saved. (A signal saves it
     too: ``GracefulStop``.) A ``fast_dev_run`` saves nothing.
 
-    A ``monitor`` that no one logs (a typo) gets a warning at the first training step if neither the
-    sanity check nor that step logged it, and stops the run with one error line at the end of the
-    first epoch with a validation that did not log it either, with ``last.ckpt`` saved first (Lightning
-    alone stops there too, with nothing saved).
+    A ``monitor`` that no one logs (a typo) is refused before the first step where the module says what it logs:
+    a ``metrics_logged_in_fit`` of its own class (``ImageClassifier``'s; a subclass may log more, so it is not
+    inherited), with those of the callbacks that have one, and Lightning's ``epoch`` and ``step``. A module that
+    does not say gets a warning at the first training step if neither the sanity check nor that step logged
+    it, and the run stops with one error line at the end of the first epoch with a validation that did not log
+    it either, with ``last.ckpt`` saved first (Lightning alone stops there too, with nothing saved).
     """
 
     _metrics_seen_in_validation = None
     _validated = False  # a validation (not the sanity check) has run: all the run's metric names are known
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.check_monitor(trainer, pl_module)
+        super().setup(trainer, pl_module, stage)
+
+    def check_monitor(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuses a ``monitor`` that ``pl_module`` says it does not log (see the class's docstring)."""
+        logged = vars(type(pl_module)).get("metrics_logged_in_fit")
+        if not self.monitor or logged is None:
+            return
+        by_callbacks = [
+            name for callback in trainer.callbacks for name in getattr(callback, "metrics_logged_in_fit", ())
+        ]
+        if self.monitor not in (*logged, *by_callbacks, "epoch", "step"):
+            raise UsageError(
+                f"checkpoint.monitor {self.monitor!r} is not a metric {type(pl_module).__name__} logs; it logs: "
+                f"{', '.join(logged)}; or --checkpoint.monitor null"
+            )
 
     def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._metrics_seen_in_validation = set(trainer.callback_metrics)

@@ -26,6 +26,8 @@ class HparamsMetric(Callback):
         test_metric: The logged test metric listed beside it (None: none).
     """
 
+    metrics_logged_in_fit = ("hp_metric",)  # what a checkpoint may monitor besides the module's (checkpoint.py)
+
     def __init__(self, monitor: str = "val/acc", test_metric: str | None = "test/acc") -> None:
         self.monitor, self.test_metric = monitor, test_metric
         self._fitted_logger = None

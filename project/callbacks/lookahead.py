@@ -3,6 +3,8 @@
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
+from project.errors import UsageError
+
 
 class Lookahead(Callback):
     """airbench94's weight averaging (arXiv 2404.00498): every ``every_n_steps`` optimizer steps,
@@ -19,6 +21,10 @@ class Lookahead(Callback):
     """
 
     def __init__(self, every_n_steps: int = 5, decay: float = 0.95**5) -> None:
+        if every_n_steps < 1:
+            raise UsageError(f"Lookahead every_n_steps must be >= 1, got {every_n_steps}")
+        if not 0.0 <= decay <= 1.0:
+            raise UsageError(f"Lookahead decay must be in [0, 1], got {decay}")
         self.every_n_steps, self.decay = every_n_steps, decay
         self.slow: dict[str, torch.Tensor] = {}
         self._last_step = -1

@@ -1,10 +1,16 @@
 """TensorBoard pictures of a run: what the network is fed, and what it gets wrong."""
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator, Sequence
+from functools import cache
 
+import matplotlib
 import torch
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
@@ -13,9 +19,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
 from project.data.in_memory import InMemoryImageDataModule
+from project.errors import UsageError
 
 COUNTED_CLASSES = 20  # the confusion matrix writes its counts up to this many classes, and shows a colour bar past it
 NAMED_CLASSES = 40  # and names every class up to this many
+GLYPH_MISSING = r"Glyph \d+ .* missing from font"  # matplotlib's warning, once per character drawn without a glyph
 
 
 class TensorBoardPictures(Callback):
@@ -32,17 +40,26 @@ class TensorBoardPictures(Callback):
     device sync to find them. Class names come from the datamodule's ``class_names`` when it has them. Needs
     ``validation_step`` to return the logits; only rank 0 draws.
 
+    Class names in any script: where matplotlib's font lacks some of their characters (its default, DejaVu Sans,
+    has no Chinese, Japanese or Korean), installed fonts that have them are drawn with as its fallbacks
+    (``_fonts_for``); where no installed font has them, one warning names those classes and what to install,
+    and they are drawn as boxes without matplotlib's warning per character.
+
     Args:
         grid_images: How many images of the first training batch the grid shows.
         misclassified: How many misclassified validation images to show.
     """
 
     def __init__(self, grid_images: int = 64, misclassified: int = 16) -> None:
+        for name, count in (("grid_images", grid_images), ("misclassified", misclassified)):
+            if count < 1:
+                raise UsageError(f"TensorBoardPictures {name} must be >= 1, got {count}")
         self.grid_images, self.misclassified = grid_images, misclassified
         self.writer: SummaryWriter | None = None
         self.confusion: MulticlassConfusionMatrix | None = None
         self.wrong: list[tuple[Tensor, Tensor, Tensor]] = []  # (images, labels, predictions) of the first wrong ones
         self.grid_pending = False
+        self.fonts: tuple[list[str] | None, list[str]] | None = None  # _fonts_for(the class names), once
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         logger = next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
@@ -98,11 +115,34 @@ class TensorBoardPictures(Callback):
             return
         names = getattr(trainer.datamodule, "class_names", None) or [str(i) for i in range(self.confusion.num_classes)]
         step = _logging_step(trainer)
-        self.writer.add_figure("val/confusion_matrix", _confusion_figure(self.confusion, names), step)
-        images, labels, predictions = (torch.cat(parts) for parts in zip(*self.wrong))
-        if len(images):
-            figure = _titled_images(_displayable(images, trainer.datamodule), labels, predictions, names)
-            self.writer.add_figure("val/misclassified", figure, step)
+        with self._fonts_of(names):  # the figures are drawn inside add_figure
+            self.writer.add_figure("val/confusion_matrix", _confusion_figure(self.confusion, names), step)
+            images, labels, predictions = (torch.cat(parts) for parts in zip(*self.wrong))
+            if len(images):
+                figure = _titled_images(_displayable(images, trainer.datamodule), labels, predictions, names)
+                self.writer.add_figure("val/misclassified", figure, step)
+
+    @contextlib.contextmanager
+    def _fonts_of(self, names: Sequence[str]) -> Iterator[None]:
+        """Figures made and drawn in this context draw ``names`` with the installed fonts that have their
+        characters; what none has is said once, here, and not again by matplotlib for every character."""
+        if self.fonts is None:
+            self.fonts = _fonts_for(tuple(names))
+            _, unreadable = self.fonts
+            if unreadable:
+                shown = ", ".join(map(repr, unreadable[:5]))
+                more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+                warnings.warn(
+                    f"TensorBoardPictures: no installed font has every character of the class names {shown}{more}, "
+                    "so the pictures show them as boxes. Install a font that has them (Chinese, Japanese, Korean: "
+                    "Noto Sans CJK, e.g. apt install fonts-noto-cjk; other scripts: fonts-noto), then delete "
+                    f"matplotlib's font cache ({matplotlib.get_cachedir()}/fontlist-*.json) so that it finds it"
+                )
+        families, unreadable = self.fonts
+        with warnings.catch_warnings(), matplotlib.rc_context({"font.family": families} if families else None):
+            if unreadable:
+                warnings.filterwarnings("ignore", message=GLYPH_MISSING)
+            yield
 
     def _step_aside(self, why: str) -> None:
         """This run is not an image classifier's: no pictures, said once."""
@@ -120,6 +160,44 @@ def _images_and_labels(batch) -> tuple[Tensor, Tensor] | None:
     if images.shape[1] not in (1, 3) or len(images) != len(labels) or labels.is_floating_point():
         return None
     return images, labels
+
+
+def _fonts_for(names: tuple[str, ...]) -> tuple[list[str] | None, list[str]]:
+    """The ``font.family`` that draws ``names`` (None: matplotlib's own draws them all), and the names that some
+    character of no installed font is in.
+
+    The families are matplotlib's own followed by installed fonts that have characters they lack (matplotlib
+    >= 3.6 draws each character with the first family that has it). Only names outside the default font cost
+    more than a look-up: then each installed font is opened once for its character map (milliseconds each)."""
+    wanted = frozenset(ord(c) for name in names for c in name if c.isprintable() and not c.isspace())
+    families = list(matplotlib.rcParams["font.family"])
+    default = [font_manager.findfont(font_manager.FontProperties(family=[family])) for family in families]
+    missing = wanted - set().union(*(_has(path, 0, wanted) for path in default))
+    if not missing:
+        return None, []
+    fallbacks = []
+    # Sans-serif first, as matplotlib's default is; then by name, so that every run picks the same.
+    fonts = sorted(font_manager.fontManager.ttflist, key=lambda font: ("Sans" not in font.name, font.name, font.fname))
+    for font in fonts:
+        # matplotlib's last resort (3.11: LastResortHE) "has" every character, as a box that names its block.
+        if not missing or font.name in fallbacks or font.name.startswith("Last Resort"):
+            continue
+        found = _has(font.fname, getattr(font, "index", 0), frozenset(missing))
+        if found:
+            fallbacks.append(font.name)
+            missing -= found
+    unreadable = [name for name in names if missing & set(map(ord, name))]
+    return (families + fallbacks if fallbacks else None), unreadable
+
+
+@cache
+def _has(path: str, index: int, characters: frozenset[int]) -> frozenset[int]:
+    """Which of ``characters`` the font file ``path`` (its face ``index``) has glyphs for."""
+    try:
+        font = FT2Font(path, face_index=index) if index else FT2Font(path)
+    except (OSError, RuntimeError):  # unreadable, or a format FreeType does not know
+        return frozenset()
+    return frozenset(c for c in characters if font.get_char_index(c))
 
 
 def _logging_step(trainer: Trainer) -> int:

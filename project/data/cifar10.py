@@ -5,6 +5,9 @@ from torch import Tensor
 from torchvision.datasets import CIFAR10
 
 from project.data.in_memory import Flip, InMemoryImageDataModule
+from project.errors import UsageError
+
+TRAIN_IMAGES, IMAGE_SIZE = 50_000, 32
 
 
 class CIFAR10DataModule(InMemoryImageDataModule):
@@ -25,6 +28,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         flip: Flip = "random",
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
+        if val_size >= TRAIN_IMAGES:
+            raise UsageError(
+                f"data.val_size must be smaller than the training set ({TRAIN_IMAGES} images), got {val_size}"
+            )
+        self._check_crop_padding(IMAGE_SIZE)
         self.data_dir = data_dir
         self.download = download
 

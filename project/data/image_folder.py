@@ -137,6 +137,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if is_remote(cache_dir) and streaming is False:
             raise UsageError(f"data.cache_dir {cache_dir} holds shards, which stream: drop data.streaming false")
         self.image_size, self.crop_fraction, self.random_crop_scale = image_size, crop_fraction, random_crop_scale
+        if image_size is not None:  # unset, it is known once the CLI sets it from the network (_check_sizes)
+            self._check_sizes()
         self.test_size, self.split_seed = test_size, split_seed
         self.splits_file = Path(splits) if splits is not None else None
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
@@ -196,11 +198,21 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             )
         return self.root
 
+    def _check_sizes(self) -> None:
+        """What the image size bounds: the training shift (unused with random-resized crops)."""
+        if self.random_crop_scale is None:
+            self._check_crop_padding(self.crop_size)
+
     def prepare_data(self) -> None:
         # Lightning calls this in one process per machine before any rank's setup: under DDP the
         # images are decoded once and every rank then reads the cache.
+        self._check_sizes()  # image_size may have been set since __init__, from the network
         for split in SPLITS:
             self._cache(split)
+
+    def setup(self, stage: str) -> None:
+        self._check_sizes()  # on every rank, before anything is loaded (prepare_data runs on one per machine)
+        super().setup(stage)
 
     def load(self, split: str) -> tuple[Tensor, Tensor] | None:
         if split == "predict":

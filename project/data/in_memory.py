@@ -77,16 +77,28 @@ class InMemoryImageDataModule(LightningDataModule):
             raise UsageError(f"data.batch_size must be >= 1, got {batch_size}")
         if val_size < 0:
             raise UsageError(f"data.val_size must be >= 0, got {val_size}")
+        if crop_padding < 0:
+            raise UsageError(f"data.crop_padding must be >= 0 pixels (0: no shift), got {crop_padding}")
         if flip not in ("random", "alternating", "none"):
             raise UsageError(f"data.flip must be 'random', 'alternating' or 'none', got {flip!r}")
         self.batch_size, self.val_size, self.crop_padding, self.flip = batch_size, val_size, crop_padding, flip
         self.splits: dict[str, Split | Shards] = {}
-        self.resume_epoch, self.resume_batch = None, 0  # where a checkpoint stopped: its epoch, the batches done in it
+        # Where a checkpoint stopped: its epoch, the batches done in it, and their size.
+        self.resume_epoch, self.resume_batch, self.resume_batch_size = None, 0, None
         self.predicted_indices: list[Tensor] = []  # each predict batch's image indices, in the order predicted
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def _check_crop_padding(self, image_size: int) -> None:
+        """The shift pads each image with its own reflection, which torch's reflect padding keeps narrower than the
+        image: a subclass calls this once it knows the side of the images it shifts."""
+        if self.crop_padding >= image_size:
+            raise UsageError(
+                f"data.crop_padding must be smaller than the images it shifts ({image_size} pixels), "
+                f"got {self.crop_padding}"
+            )
 
     def load(self, split: str) -> Split | Shards | None:
         """The uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)`` of ``split`` ("train", "val", "test" or
@@ -139,6 +151,11 @@ class InMemoryImageDataModule(LightningDataModule):
                 f"images{on_each}: lowered to {per_device}, one batch per epoch"
             )
             self.batch_size = per_device
+        if (
+            self.resume_batch_size not in (None, self.batch_size)
+            and 0 < self.resume_batch < per_device // self.resume_batch_size
+        ):
+            self._continue_with_another_batch_size()
         batches = self._batches("train", shuffle=True, drop_last=True)
         # The trainer's epoch is not restored yet when it first asks for this loader (to count the run's
         # steps), so a resume takes the checkpoint's own epoch. One taken at an epoch's end resumes with the
@@ -150,7 +167,7 @@ class InMemoryImageDataModule(LightningDataModule):
             batches.start_at(epoch, self.resume_batch)
         else:
             batches.start_at(epoch + 1, 0)
-        self.resume_epoch, self.resume_batch = None, 0
+        self.resume_epoch, self.resume_batch, self.resume_batch_size = None, 0, None
         return batches
 
     def _batches(self, split: str, shuffle: bool, drop_last: bool) -> "Batches":
@@ -172,12 +189,32 @@ class InMemoryImageDataModule(LightningDataModule):
             return {}
         batches_done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = self.trainer.current_epoch
-        return {"epoch": epoch, "batch": batches_done, "augment_rng": self.augment_rng.get_state()}
+        return {
+            "epoch": epoch,
+            "batch": batches_done,
+            "batch_size": self.batch_size,
+            "augment_rng": self.augment_rng.get_state(),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             self.resume_epoch, self.resume_batch = state_dict.get("epoch", 0), state_dict["batch"]
+            self.resume_batch_size = state_dict.get("batch_size")
             self.augment_rng.set_state(state_dict["augment_rng"])
+
+    def _continue_with_another_batch_size(self) -> None:
+        # The epoch's order is the same permutation at any batch size: go on from the first whole batch of the
+        # images not yet seen, and say so, since the images of a partial batch are seen again.
+        seen = self.resume_batch * self.resume_batch_size
+        self.resume_batch = seen // self.batch_size
+        again = seen - self.resume_batch * self.batch_size
+        warnings.warn(
+            f"the checkpoint stopped epoch {self.resume_epoch} after {seen} images (batches of "
+            f"{self.resume_batch_size}); with data.batch_size {self.batch_size} this resume goes on from batch "
+            f"{self.resume_batch} of that epoch"
+            + (f", so its last {again} images are seen again" if again else "")
+            + ". The schedule keeps the checkpoint's length in steps"
+        )
 
     def val_dataloader(self) -> "Batches":
         return self._batches("val", shuffle=False, drop_last=False)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from project.data.in_memory import Flip, InMemoryImageDataModule
+from project.errors import UsageError
 
 
 class SyntheticDataModule(InMemoryImageDataModule):
@@ -28,6 +29,20 @@ class SyntheticDataModule(InMemoryImageDataModule):
         flip: Flip = "random",
     ) -> None:
         super().__init__(batch_size=batch_size, val_size=val_size, crop_padding=crop_padding, flip=flip)
+        if num_classes < 2:
+            raise UsageError(f"data.num_classes must be >= 2 (a classifier needs two or more), got {num_classes}")
+        for name, size in (("train_size", train_size), ("test_size", test_size)):
+            if size < 1:
+                raise UsageError(f"data.{name} must be >= 1 image, got {size}")
+        if val_size >= train_size:
+            raise UsageError(
+                f"data.val_size must be smaller than the training set ({train_size} images), got {val_size}"
+            )
+        if image_size < 1:
+            raise UsageError(f"data.image_size must be >= 1 pixel, got {image_size}")
+        self._check_crop_padding(image_size)
+        if noise < 0:
+            raise UsageError(f"data.noise must be >= 0 (the std of the noise added to each image), got {noise}")
         self.class_names = [f"class_{i}" for i in range(num_classes)]
         self.train_size, self.test_size, self.image_size = train_size, test_size, image_size
         self.noise, self.seed = noise, seed

@@ -1,5 +1,6 @@
 """The LightningModule for image classification: loss, metrics and what to log. The network is swappable."""
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -45,6 +46,10 @@ class ImageClassifier(LightningModule):
             on a GPU). The state dict keeps its keys, so checkpoints load either way.
     """
 
+    # What a fit logs (training_step, validation_step): the checkpoint callback checks its monitor against it
+    # before the first step (project/callbacks/checkpoint.py). A subclass that logs others says so with its own.
+    metrics_logged_in_fit = ("train/loss", "val/loss", "val/acc")
+
     def __init__(
         self,
         network: Callable[[int], nn.Module] = ConvNet,
@@ -64,6 +69,12 @@ class ImageClassifier(LightningModule):
             raise UsageError(f"model.tta_level must be 0, 1 or 2, got {tta_level}")
         if not 0.0 <= label_smoothing <= 1.0:
             raise UsageError(f"model.label_smoothing must be in [0, 1], got {label_smoothing}")
+        if num_classes < 2:
+            raise UsageError(f"model.num_classes must be >= 2 (a classifier needs two or more), got {num_classes}")
+        if bias_lr_scale <= 0:
+            raise UsageError(f"model.bias_lr_scale must be > 0, got {bias_lr_scale}")
+        if body_lr_scale < 0:
+            raise UsageError(f"model.body_lr_scale must be >= 0, got {body_lr_scale}")
         check_settings(optimizer, scheduler)
         self.save_hyperparameters()
         self.network = network(num_classes=num_classes)  # by keyword: torchvision models take weights first
@@ -74,6 +85,16 @@ class ImageClassifier(LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def __deepcopy__(self, memo: dict) -> "ImageClassifier":
+        # A copy (EMAWeightAveraging's average) copies the weights and settings and shares the optimizer and
+        # scheduler factories: jsonargparse's hold the CLI, and through it the trainer and its logger's open files.
+        for factory in (self.optimizer, self.scheduler):
+            memo[id(factory)] = factory
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)

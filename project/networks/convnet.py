@@ -33,6 +33,12 @@ class ConvNet(nn.Module):
         super().__init__()
         if not widths or min(widths) < 1:
             raise UsageError(f"ConvNet widths must be one or more channel counts >= 1, got {list(widths)}")
+        if num_classes < 1:
+            raise UsageError(f"ConvNet num_classes must be >= 1, got {num_classes}")
+        if in_channels < 1:
+            raise UsageError(f"ConvNet in_channels must be >= 1, got {in_channels}")
+        if not 0.0 <= batchnorm_momentum <= 1.0:
+            raise UsageError(f"ConvNet batchnorm_momentum must be in [0, 1], got {batchnorm_momentum}")
         whitened = 2 * in_channels * 2 * 2  # each 2x2 patch eigenvector, and its negative
         # Fitted, not trained. (airbench94 trains a bias here for 3 epochs; a bias-free layer keeps
         # the network free of epoch-dependent rules, and the 1-D parameters are all BatchNorm biases.)

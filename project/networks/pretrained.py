@@ -49,6 +49,8 @@ class TorchvisionNet(nn.Module):
 
     def __init__(self, num_classes: int, name: str = "resnet50", weights: str | None = "DEFAULT") -> None:
         super().__init__()
+        if num_classes < 1:
+            raise UsageError(f"TorchvisionNet num_classes must be >= 1, got {num_classes}")
         # jsonargparse 4.53 hands a nested command-line null (--model.network.weights null) over as the text "None".
         weights = None if weights in ("None", "null") else weights
         models = torchvision.models
@@ -95,6 +97,8 @@ class TimmNet(nn.Module):
 
     def __init__(self, num_classes: int, name: str = "resnet50", pretrained: bool | str = True) -> None:
         super().__init__()
+        if num_classes < 1:
+            raise UsageError(f"TimmNet num_classes must be >= 1, got {num_classes}")
         try:
             import timm
         except ImportError as err:

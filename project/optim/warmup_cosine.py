@@ -68,6 +68,14 @@ class WarmupCosine(LRScheduler):
         self.total_steps = _check_total_steps(total_steps, self.warmup_steps)
         self.start_factor = _check_ratio("start_factor", start_factor)
         self.min_lr_ratio = _check_ratio("min_lr_ratio", min_lr_ratio)
+        if last_epoch < -1:
+            raise UsageError(f"WarmupCosine: last_epoch must be >= -1 (-1: a new schedule), got {last_epoch}")
+        if last_epoch != -1 and any("initial_lr" not in group for group in optimizer.param_groups):
+            # torch's LRScheduler would raise a KeyError
+            raise UsageError(
+                f"WarmupCosine: last_epoch {last_epoch} continues a schedule that this optimizer has not run "
+                "(its param groups hold no initial_lr); leave last_epoch at -1 and restore with load_state_dict"
+            )
         super().__init__(optimizer, last_epoch)
 
     def lr_factor(self, step: int) -> float:
