@@ -1,6 +1,7 @@
 """Image folders streamed from LitData shards: under DDP (two gloo CPU processes through `python main.py`), when
 ``streaming: auto`` streams a split, and that a streamed batch is the in-memory batch to within JPEG error."""
 
+import contextlib
 import json
 import os
 import signal
@@ -47,21 +48,34 @@ def ddp_fit(*args: str) -> list[str]:
 
 
 def start_main(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    """`python main.py ARGS` in a new session: it, its DDP rank and its workers can be ended together."""
+    """`python main.py ARGS` in a new session: it, its DDP rank and its workers can be ended together. Each of
+    them prints its threads' stacks when sent SIGABRT (Python's faulthandler)."""
     return subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), *args],
         cwd=cwd,
-        env={**os.environ, **IMPORTABLE},
+        env={**os.environ, **IMPORTABLE, "PYTHONFAULTHANDLER": "1"},
         start_new_session=True,
         **kwargs,
     )
 
 
 def end(run: subprocess.Popen) -> None:
-    """Ends a run still going, with its DDP rank and workers (its process group, while it holds the group's id)."""
-    if run.poll() is None:
+    """Ends a run, with its DDP rank and workers: its whole process group, which outlives the run's own process
+    while any of them is left (a decode pool's workers, for one, would hold its output open)."""
+    with contextlib.suppress(ProcessLookupError):  # none is left
         os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+
+
+def processes_of_group(group: int) -> list[int]:
+    """The processes of a process group, the oldest first (the ranks, then their workers): from /proc, on Linux."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+            if int(fields[2]) == group:  # the fifth field of stat: the process group
+                members.append(int(stat.parent.name))
+    return sorted(members)
 
 
 def run_ddp(args: list[str], cwd: Path, timeout: float = 240) -> None:
@@ -70,8 +84,14 @@ def run_ddp(args: list[str], cwd: Path, timeout: float = 240) -> None:
     try:
         _, stderr = run.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        for pid in processes_of_group(run.pid):  # one by one, so that their stacks do not interleave
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                run.communicate(timeout=1)
         end(run)
-        pytest.fail(f"main.py {' '.join(args)} did not end in {timeout} s: a rank hangs")
+        _, stderr = run.communicate()
+        pytest.fail(f"main.py {' '.join(args)} did not end in {timeout} s: a rank hangs; stderr:\n{stderr[-20000:]}")
     if run.returncode != 0:
         pytest.fail(f"main.py {' '.join(args)} exited {run.returncode}:\n{stderr[-5000:]}")
 
