@@ -256,6 +256,19 @@ def start_runs(*runs: tuple[str, list[str]], cwd: Path, env: dict | None = None,
     return start_process([sys.executable, "-c", _RUNS, json.dumps(runs)], cwd=cwd, env=env, timeout=timeout)
 
 
+def start_fit(argv: list[str], cwd: Path):
+    """``start_runs`` of one ``main.py fit`` (``argv`` as its sys.argv, "main.py" first); returns a function that
+    waits for it, fails the test if it failed, and returns ``cwd``."""
+    finished = start_runs(("project.cli", argv), cwd=cwd)
+
+    def done() -> Path:
+        result = finished()
+        assert result.returncode == 0, f"{' '.join(argv)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
+        return cwd
+
+    return done
+
+
 @pytest.fixture(scope="session", autouse=True)
 def early_starts(request, tmp_path_factory):
     """Prepares and starts, before the session's first test, the processes of each ``starts_early`` fixture that a

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import QUIET, SYNTHETIC, run_in_process, start_runs, starts_early, write_image_folder
+from conftest import QUIET, SYNTHETIC, run_in_process, start_fit, starts_early, write_image_folder
 from project.data.image_folder import ImageFolderDataModule
 
 CLASSES = ("ant", "bee", "cow")
@@ -107,14 +107,7 @@ def photos_fit(tmp_path_factory):
              "--model.scheduler.warmup_steps", "0", "--trainer.logger.name", "default"]  # fmt: skip
     fit = ["main.py", "fit", "--config", SYNTHETIC, *flags, "--data.batch_size", "8",
            "--trainer.max_steps", "2", *QUIET]  # fmt: skip
-    finished = start_runs(("project.cli", fit), cwd=tmp_path)
-
-    def done():
-        result = finished()
-        assert result.returncode == 0, f"{' '.join(fit)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
-        return tmp_path
-
-    return done
+    return start_fit(fit, cwd=tmp_path)
 
 
 def test_fit_records_the_split_in_the_run_and_test_and_a_rerun_read_it(photos_fit, monkeypatch):

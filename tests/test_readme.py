@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import QUIET, REPO, SYNTHETIC, start_runs, starts_early
+from conftest import QUIET, REPO, SYNTHETIC, start_fit, starts_early
 
 COMMAND = re.compile(r"^python (main\.py|-m project\.\w+) ")
 
@@ -41,14 +41,7 @@ def readme_dir(tmp_path_factory):
     (workdir / "configs").symlink_to(REPO / "configs")
     fit = ["main.py", "fit", "--config", SYNTHETIC, *QUIET, "--trainer.max_steps", "2",
            "--model.scheduler.warmup_steps", "1", "--trainer.logger.init_args.name", "cifar10"]  # fmt: skip
-    finished = start_runs(("project.cli", fit), cwd=workdir)
-
-    def done():
-        result = finished()
-        assert result.returncode == 0, f"{' '.join(fit)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
-        return workdir
-
-    return done
+    return start_fit(fit, cwd=workdir)
 
 
 def test_the_readme_has_commands_to_check():
